@@ -1,0 +1,152 @@
+"""Tiny random LLaMA models with an offline tokenizer, for tests, benchmarks and the CI demo.
+
+`make_tiny_llama` writes a complete Hugging Face folder (config, safetensors, tokenizer) that
+`AutoModelForCausalLM.from_pretrained` loads and can generate from; `perturb_checkpoint` writes an
+"adapted" copy (base + seeded relative noise, optionally with extra vocabulary rows) so merge and
+analysis code can be exercised without training. Everything is seeded: the same arguments give
+bit-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from spear_mm.io.checkpoint import AUX_FILES, CheckpointReader, ShardedWriter
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def make_tokenizer():
+    """A byte-level tokenizer (256 byte symbols + 3 specials) built offline, deterministically."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token=None,
+        pad_token="<|endoftext|>",
+        model_max_length=2048,
+    )
+
+
+def make_tiny_llama(
+    path: str | os.PathLike,
+    *,
+    num_layers: int = 2,
+    hidden: int = 64,
+    intermediate: int | None = None,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vocab_size: int = 272,
+    tie_embeddings: bool = True,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    max_shard_bytes: int | str | None = None,
+) -> Path:
+    """Write a tiny random `LlamaForCausalLM` with a byte-level tokenizer to `path`.
+
+    Norm weights are drawn around 1 (not all ones) so norm signals are not degenerate. With
+    `max_shard_bytes` the weights are re-written as a sharded checkpoint.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    if vocab_size < len(tok):
+        raise ValueError(f"vocab_size {vocab_size} < tokenizer size {len(tok)}")
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate or 2 * hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=tie_embeddings,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        rms_norm_eps=1e-5,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if name.endswith("norm.weight"):
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
+    model = model.to(dtype)
+    path = Path(path)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    if max_shard_bytes is not None:
+        _reshard(path, max_shard_bytes)
+    return path
+
+
+def _reshard(path: Path, max_shard_bytes: int | str) -> None:
+    tmp = path.with_name(path.name + ".resharding")
+    with (
+        CheckpointReader(path) as reader,
+        ShardedWriter(tmp, source_dir=path, max_shard_bytes=max_shard_bytes) as writer,
+    ):
+        for name, tensor in reader.iter_tensors():
+            writer.add(name, tensor)
+    import shutil
+
+    shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def perturb_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    scale: float = 0.01,
+    seed: int = 1,
+    grow_vocab: int = 0,
+    layer_scales: dict[int, float] | None = None,
+    max_shard_bytes: int | str = 5 * 10**9,
+) -> Path:
+    """Write `src` plus seeded noise of relative size `scale` (per tensor: scale·std·N(0,1)).
+
+    `layer_scales` overrides the scale for given layer indices. `grow_vocab` appends that many
+    rows to the embedding (and an untied lm_head), as when CPT adds tokens.
+    """
+    from spear_mm.io.archmap import classify
+
+    gen = torch.Generator().manual_seed(seed)
+    src, dst = Path(src), Path(dst)
+    with CheckpointReader(src) as reader:
+        config = dict(reader.config)
+        if grow_vocab:
+            config["vocab_size"] = int(config["vocab_size"]) + grow_vocab
+        with ShardedWriter(dst, max_shard_bytes=max_shard_bytes, config=config) as writer:
+            for name, tensor in reader.iter_tensors():
+                info = classify(name)
+                s = scale
+                if layer_scales and info.layer in layer_scales:
+                    s = layer_scales[info.layer]
+                t32 = tensor.float()
+                spread = t32.std() if t32.numel() > 1 else t32.abs().mean()
+                noisy = t32 + s * float(spread) * torch.randn(t32.shape, generator=gen)
+                if grow_vocab and info.kind in ("embed", "lm_head"):
+                    extra = 0.05 * torch.randn((grow_vocab, t32.shape[1]), generator=gen)
+                    noisy = torch.cat([noisy, extra], dim=0)
+                writer.add(name, noisy.to(tensor.dtype))
+            for aux in AUX_FILES:
+                if (src / aux).is_file():
+                    (writer.tmp / aux).write_bytes((src / aux).read_bytes())
+    return dst
