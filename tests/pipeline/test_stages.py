@@ -1,0 +1,60 @@
+"""Stage cache: reuse on the same key, recompute on a changed key, resume in place."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spear_mm.pipeline.stages import Stage, run_stage, stage_key
+
+
+class _Killed(Exception):
+    pass
+
+
+def _stage(name, payload, calls, resumable=False):
+    def run(folder):
+        calls.append(name)
+        (folder / "out.txt").write_text(json.dumps(payload))
+        return {"value": payload.get("x")}
+
+    return Stage(name, payload, run, resumable=resumable)
+
+
+def test_reuse_and_recompute(tmp_path):
+    calls, logs = [], []
+    first = run_stage(tmp_path, _stage("a", {"x": 1}, calls), logs.append)
+    again = run_stage(tmp_path, _stage("a", {"x": 1}, calls), logs.append)
+    assert calls == ["a"] and again["key"] == first["key"]
+    assert any("cached" in line for line in logs)
+    changed = run_stage(tmp_path, _stage("a", {"x": 2}, calls), logs.append)
+    assert calls == ["a", "a"] and changed["summary"] == {"value": 2}
+    assert json.loads((tmp_path / "a" / "out.txt").read_text()) == {"x": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_key_is_order_independent():
+    assert stage_key({"a": 1, "b": [1, 2]}) == stage_key({"b": [1, 2], "a": 1})
+    assert stage_key({"a": 1}) != stage_key({"a": 2})
+
+
+def test_resumable_stage_reenters_same_folder(tmp_path):
+    seen = []
+
+    def run(folder):
+        seen.append(sorted(p.name for p in folder.iterdir()))
+        if not (folder / "partial").exists():
+            (folder / "partial").write_text("half")
+            raise _Killed  # a kill mid-stage
+        return {"done": True}
+
+    stage = Stage("train", {"lr": 1}, run, resumable=True)
+    with pytest.raises(_Killed):
+        run_stage(tmp_path, stage, lambda _: None)
+    marker = run_stage(tmp_path, Stage("train", {"lr": 1}, run, resumable=True), lambda _: None)
+    assert marker["summary"] == {"done": True}
+    assert "partial" in seen[1]  # resumed with what the killed run left
+    with pytest.raises(_Killed):
+        run_stage(tmp_path, Stage("train", {"lr": 2}, run, resumable=True), lambda _: None)
+    assert seen[2] == ["stage_key.txt"]  # changed inputs: started over
