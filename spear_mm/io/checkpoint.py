@@ -217,6 +217,11 @@ class CheckpointReader:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.iter_tensors())
 
+    def release(self, shard: str) -> None:
+        """Drop a shard's handle once it has been read (its memory map goes with the last tensor
+        that views it). A later `get` from that shard reopens it."""
+        self._handles.pop(shard, None)
+
     def close(self) -> None:
         self._handles.clear()
 

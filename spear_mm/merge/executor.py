@@ -1,0 +1,226 @@
+"""Streaming merge to disk: walk the adapted checkpoint shard by shard, merge, write shards.
+
+Memory stays bounded: the main thread reads one tensor pair at a time in the adapted checkpoint's
+file order (base shards are opened once and kept by CheckpointReader, never reopened per tensor),
+at most `threads + 1` pairs are in flight in the kernel pool, and ShardedWriter holds the shard
+being filled plus one being written on its background thread. Results are handed to the writer in
+file order, and every kernel is deterministic for any thread count, so the output is
+bit-identical for any `threads`.
+
+Everything that can be checked before writing is checked first (recipe, names, shapes, device), so
+a bad recipe leaves nothing on disk; an error during the merge (e.g. a NaN) removes the partial
+output (io.atomic).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from spear_mm.errors import UserError
+from spear_mm.io.archmap import classify, is_tied
+from spear_mm.io.archmap import num_layers as config_layers
+from spear_mm.io.checkpoint import CheckpointReader, ShardedWriter, dtype_name
+from spear_mm.merge.apply import DtypePolicy, merge_tensor, new_rows
+from spear_mm.merge.plan import TensorPlan
+from spear_mm.merge.recipe import Recipe
+from spear_mm.merge.report import build_report
+
+REPORT_FILE = "merge_report.json"
+RECIPE_COPY = "merge_recipe.yaml"
+
+
+@dataclass
+class MergeJob:
+    """The checked, ready-to-run merge: readers, the ordered names and their plans."""
+
+    recipe: Recipe
+    base: CheckpointReader
+    adapted: CheckpointReader
+    names: list[str]
+    base_names: dict[str, str]
+    plans: dict[str, TensorPlan]
+    num_layers: int
+    tied: bool
+
+    def close(self) -> None:
+        self.base.close()
+        self.adapted.close()
+
+
+def check_device(device: str) -> str:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device!r}: allowed cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def prepare(recipe: Recipe, *, allow_pickle: bool = False) -> MergeJob:
+    """Open both checkpoints, plan every tensor and check names and shapes (no writes)."""
+    base_dir, adapted_dir = recipe.model_folders()
+    base = CheckpointReader(base_dir, allow_pickle=allow_pickle)
+    adapted = CheckpointReader(adapted_dir, allow_pickle=allow_pickle)
+    try:
+        try:
+            layers = config_layers(adapted.config)
+        except KeyError:
+            raise UserError(f"config.json of {adapted_dir} has no num_hidden_layers") from None
+        tied = is_tied(adapted.config, adapted.names)
+        # A tied model's lm_head is the embedding: writing it separately would untie it.
+        names = [n for n in adapted.names if not (tied and classify(n).kind == "lm_head")]
+        base_names = {n: _base_name(n, base, adapted_dir, base_dir) for n in names}
+        plans = recipe.plan(names, layers)
+        for n in names:
+            new_rows(n, classify(n).kind, base.meta(base_names[n])[1], adapted.meta(n)[1])
+    except BaseException:
+        base.close()
+        adapted.close()
+        raise
+    return MergeJob(recipe, base, adapted, names, base_names, plans, layers, tied)
+
+
+def _base_name(name: str, base: CheckpointReader, adapted_dir: Path, base_dir: Path) -> str:
+    if name in base:
+        return name
+    if classify(name).kind == "lm_head" and is_tied(base.config, base.names):
+        embed = [n for n in base.names if classify(n).kind == "embed"]
+        if embed:  # base ties lm_head to its embedding; adapted untied it during CPT
+            return embed[0]
+    raise UserError(
+        f"tensor {name} is in the adapted model {adapted_dir} but not in the base "
+        f"{base_dir}; the two must be the same architecture"
+    )
+
+
+def run_merge(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    force: bool = False,
+    threads: int = 1,
+    device: str = "cpu",
+    shard_size: int | str = "5GB",
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Merge `recipe` into the folder `out` and return the report (also written beside the
+    weights as merge_report.json)."""
+    if threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
+    device = check_device(device)
+    job = prepare(recipe, allow_pickle=allow_pickle)
+    policy = DtypePolicy(recipe.out_dtype, recipe.compute_dtype, recipe.round_to_compute)
+    start = time.perf_counter()
+    try:
+        with ShardedWriter(
+            out,
+            source_dir=job.adapted.folder,
+            max_shard_bytes=shard_size,
+            dtype=recipe.out_dtype,
+            force=force,
+        ) as writer:
+            entries = _stream(job, writer, policy, threads, device, progress)
+            report = build_report(job, entries)
+            writer.write_json(REPORT_FILE, report)
+            if recipe.source is not None and recipe.source.is_file():
+                (writer.tmp / RECIPE_COPY).write_bytes(recipe.source.read_bytes())
+    finally:
+        job.close()
+    report["elapsed_s"] = round(time.perf_counter() - start, 3)  # not in the file: varies
+    return report
+
+
+def _stream(
+    job: MergeJob,
+    writer: ShardedWriter,
+    policy: DtypePolicy,
+    threads: int,
+    device: str,
+    progress: bool,
+) -> dict[str, dict]:
+    total = sum(job.adapted.nbytes(n) for n in job.names)
+    entries: dict[str, dict] = {}
+    pending: deque[tuple[str, int, Future]] = deque()
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="merge",
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
+
+    def drain_one() -> None:
+        name, nbytes, fut = pending.popleft()
+        tensor, entry = fut.result()
+        writer.add(name, tensor)
+        entries[name] = entry
+        bar.update(nbytes)
+
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge")
+    base_left = Counter(job.base.shard_of(job.base_names[n]) for n in job.names)
+    try:
+        for shard in job.adapted.shards:
+            for name in job.adapted.names_in(shard):
+                if name not in job.plans:
+                    continue  # the tied lm_head
+                a = job.base.get(job.base_names[name])
+                b = job.adapted.get(name)
+                fut = pool.submit(
+                    merge_tensor,
+                    name,
+                    classify(name).kind,
+                    a,
+                    b,
+                    job.plans[name],
+                    policy,
+                    device=device,
+                )
+                pending.append((name, job.adapted.nbytes(name), fut))
+                del a, b
+                base_shard = job.base.shard_of(job.base_names[name])
+                base_left[base_shard] -= 1
+                if not base_left[base_shard]:
+                    _release(job.base, base_shard)
+                while len(pending) > threads:
+                    drain_one()
+            _release(job.adapted, shard)
+        while pending:
+            drain_one()
+    finally:
+        for _, _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True)
+        bar.close()
+    return entries
+
+
+def _release(reader: CheckpointReader, shard: str) -> None:
+    """Drop the handle of a shard we have finished reading.
+
+    safetensors maps shards into memory and returns tensors that view the mapping; every page we
+    touched stays in the process's resident set until the mapping goes. Without this, a merge's
+    RSS grows to the size of both checkpoints. Tensors still referencing the mapping (copies
+    waiting in the writer) keep it alive until they are written. The shard is never reopened.
+    CheckpointReader has no public per-shard release yet, hence the private attribute.
+    """
+    handles = getattr(reader, "_handles", None)
+    if isinstance(handles, dict):
+        handles.pop(shard, None)
+
+
+def output_dtype_name(job: MergeJob) -> str:
+    """The dtype the merged checkpoint is written in (for export and messages)."""
+    recipe = job.recipe
+    if recipe.out_dtype is not None:
+        return dtype_name(recipe.out_dtype)
+    first = next(n for n in job.names if job.adapted.meta(n)[0].is_floating_point)
+    return dtype_name(job.adapted.meta(first)[0])
