@@ -1,0 +1,125 @@
+"""Setting up a run: precision, the accelerator, the model, the run length and batch positions."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spear_mm.errors import UserError
+from spear_mm.train.config import ModelConfig, TrainConfig
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str) -> str:
+    """`auto` → `bf16` where the hardware has it (CUDA bf16, or a CPU with native bf16), else `no`."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_bf16() else "no"
+
+
+def check_trackers(names: list[str]) -> None:
+    """Refuse a tracker whose package is missing (accelerate would only warn and log nothing)."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+    for name in names:
+        if not available[name]():
+            raise UserError(
+                f"trainer.report_to: {name} is not installed; `pip install {name}` "
+                "or drop it from trainer.report_to"
+            )
+
+
+def make_accelerator(cfg: TrainConfig, out: Path):
+    """An `Accelerator` for this run: mixed precision, accumulation, trackers under `out`."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    tr = cfg.trainer
+    check_trackers(list(tr.report_to))
+    return Accelerator(
+        mixed_precision=resolve_precision(tr.mixed_precision),
+        gradient_accumulation_steps=tr.grad_accum,
+        log_with=list(tr.report_to) or None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+
+
+def load_model(mcfg: ModelConfig):
+    """`(model, tokenizer, folder)` for training: resolved, validated, safetensors unless allowed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from spear_mm.io.checkpoint import CheckpointReader, parse_dtype
+    from spear_mm.io.sources import resolve_model
+
+    folder = resolve_model(mcfg.name)
+    CheckpointReader(folder, allow_pickle=mcfg.allow_pickle).close()  # one-line errors
+    model = AutoModelForCausalLM.from_pretrained(
+        folder,
+        dtype=parse_dtype(mcfg.dtype, "model.dtype"),
+        trust_remote_code=mcfg.trust_remote_code,
+        attn_implementation=mcfg.attn_implementation,
+        use_safetensors=None if mcfg.allow_pickle else True,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=mcfg.trust_remote_code)
+    model.config.use_cache = False  # no KV cache when training (and required by checkpointing)
+    return model, tokenizer, Path(folder)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How long the run is and how a step's samples are laid out over ranks and micro-steps.
+
+    A global batch of `batch_size × grad_accum × world` blocks per optimizer step. Optimizer step
+    `s` consumes stream positions `[s·G, (s+1)·G)`; micro-step `a` of rank `r` takes
+    `batch_size` consecutive positions starting at `s·G + (a·world + r)·batch_size`. Positions
+    are a pure function of the step, which is what makes resume exact.
+    """
+
+    total_steps: int
+    batch_size: int
+    grad_accum: int
+    world: int
+    seq_len: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.grad_accum * self.world
+
+    def positions(self, step: int, micro: int, rank: int) -> range:
+        start = step * self.global_batch + (micro * self.world + rank) * self.batch_size
+        return range(start, start + self.batch_size)
+
+    def step_positions(self, step: int) -> range:
+        return range(step * self.global_batch, (step + 1) * self.global_batch)
+
+
+def plan_run(cfg: TrainConfig, world: int, positions_per_epoch: float) -> RunPlan:
+    """Total optimizer steps: `max_steps`, else `max_tokens`, else `epochs` of the domain stream.
+
+    `max_tokens` counts block tokens (replay included) and rounds up to whole steps.
+    """
+    tr = cfg.trainer
+    plan = RunPlan(0, tr.batch_size, tr.grad_accum, world, cfg.data.seq_len)
+    if tr.max_steps:
+        steps = tr.max_steps
+    elif tr.max_tokens:
+        steps = math.ceil(tr.max_tokens / (plan.global_batch * cfg.data.seq_len))
+    else:
+        steps = math.ceil(tr.epochs * positions_per_epoch / plan.global_batch)
+    if steps <= 0:
+        raise UserError("trainer.max_steps: the run has 0 steps; set trainer.max_steps=100")
+    return RunPlan(steps, tr.batch_size, tr.grad_accum, world, cfg.data.seq_len)
