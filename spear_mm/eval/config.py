@@ -1,0 +1,71 @@
+"""Typed schema of `spear-mm eval` (conf/eval.yaml) and its value checks.
+
+The `model` section is train's `ModelConfig` (the shared `model/` group); `suite` is filled by
+the `suite/` group (one entry per selected suite). `__post_init__` raises a one-line
+`UserError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spear_mm.errors import UserError
+from spear_mm.train.config import ModelConfig
+
+
+@dataclass
+class SuiteConfig:
+    """One named suite: lm-eval task names, and whether they run without the network."""
+
+    tasks: list[str] = field(default_factory=list)
+    description: str = ""
+    offline: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """`spear-mm eval`: which model, which suites/tasks, how many documents, where results go."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    suite: dict[str, SuiteConfig] = field(default_factory=dict)
+    tasks: list[str] = field(default_factory=list)
+    limit: Any = None  # documents per task (int), a fraction below 1, or null for all
+    batch_size: Any = "auto"
+    max_length: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    cache_dir: str | None = None
+    use_cache: bool = True
+    data_files: dict[str, str] = field(default_factory=dict)
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.suite and not self.tasks:
+            raise UserError(
+                "suite and tasks in eval config: both empty; "
+                "set suite=general_ppl (see `spear-mm eval --help`) or tasks=[mmlu]"
+            )
+        if self.limit is not None:
+            try:
+                ok = float(self.limit) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise UserError(
+                    f"limit in eval config: {self.limit!r} is not a positive number; "
+                    "set limit=50 (documents per task), limit=0.1 (a share) or limit=null"
+                )
+        if self.batch_size != "auto" and not str(self.batch_size).isdigit():
+            raise UserError(
+                f"batch_size in eval config: {self.batch_size!r}; set batch_size=auto or 8"
+            )
+        if self.max_length is not None and self.max_length < 2:
+            raise UserError(f"max_length in eval config: {self.max_length} < 2; set null or 2048")
+
+    def task_names(self) -> list[str]:
+        """Suite tasks in suite order, then the extra `tasks`, duplicates dropped."""
+        out: list[str] = []
+        for suite in self.suite.values():
+            out += [t for t in suite.tasks if t not in out]
+        return out + [t for t in self.tasks if t not in out]

@@ -1,0 +1,160 @@
+"""bits-per-byte probe: windowing, token budget, byte counting, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spear_mm.errors import UserError
+from spear_mm.eval import probe as P
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 9,
+    "Short.",
+    "Ünïcödé — naïve café, 3½ ≠ 4. " * 4,
+    "",
+    "x",
+]
+
+
+def _reference_nll(model, tok, texts, seq_len):
+    """NLL by lm-eval's own window generator, one unbatched forward per window."""
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    total = 0.0
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        windows = get_rolling_token_windows(ids, tok.bos_token_id, seq_len, context_len=1)
+        for ctx, cont in map(make_disjoint_window, windows):
+            full = (ctx + cont)[-(seq_len + 1) :]
+            inp = torch.tensor([full[:-1]])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=inp).logits[0].double(), -1)
+            tgt = torch.tensor(full[1:])
+            lp = logp[torch.arange(len(tgt)), tgt][-len(cont) :]
+            total -= float(lp.sum())
+    return total
+
+
+@pytest.mark.parametrize("seq_len", [16, 64, 1024])
+def test_matches_lm_eval_windows(tiny_loaded, seq_len):
+    model, tok = tiny_loaded
+    got = P.bits_per_byte(model, tok, TEXTS, max_tokens=10**6, seq_len=seq_len, batch_size=3)
+    ref = _reference_nll(model, tok, TEXTS, seq_len)
+    n_bytes = sum(len(t.encode("utf-8")) for t in TEXTS)
+    assert got.n_bytes == n_bytes
+    assert got.n_tokens == sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in TEXTS)
+    assert got.nll_nats == pytest.approx(ref, rel=1e-5)
+    assert got.bpb == pytest.approx(ref / (math.log(2) * n_bytes), rel=1e-5)
+
+
+def test_large_vocab_peaked_model_is_accurate(tmp_path):
+    """With a 49k vocabulary and peaked logits the probe stays within fp32 accuracy of an fp64
+    reference (a softmax over a strided dim was ~3e-6 off here, ~4e-5 on SmolLM2)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from spear_mm.testing import make_tiny_llama
+
+    folder = make_tiny_llama(tmp_path / "m", vocab_size=49152, hidden=64, num_layers=1, seed=2)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)  # tied: peaked, context-dependent logits
+    texts = TEXTS[:3]
+    got = P.bits_per_byte(model, tok, texts, max_tokens=10**6, seq_len=48, batch_size=4)
+    assert got.nll_nats == pytest.approx(_reference_nll(model, tok, texts, 48), rel=5e-7)
+
+
+def test_rolling_windows_cover_every_token_once():
+    for n in (1, 5, 16, 17, 33, 64, 100):
+        wins = P._rolling_windows(n, 16)
+        scored = []
+        for start, end, k in wins:
+            assert end - start <= 16 and 1 <= k <= end - start
+            scored += list(range(end - k, end))
+        assert scored == list(range(n))
+
+
+def test_token_budget_truncates_and_counts_covered_bytes(tiny_loaded):
+    model, tok = tiny_loaded
+    texts = ["héllo wörld " * 20, "never reached " * 10]
+    res = P.bits_per_byte(model, tok, texts, max_tokens=50, seq_len=32)
+    assert res.n_tokens == 50
+    # The byte-level test tokenizer has one token per UTF-8 byte: 50 tokens are 50 bytes, and
+    # the cut may fall inside a 2-byte character, which then counts whole.
+    assert res.n_bytes in (50, 51)
+    prefix_ids = tok(texts[0], add_special_tokens=False)["input_ids"][:50]
+    prefix_text = tok.decode(prefix_ids)
+    full = P.bits_per_byte(model, tok, [prefix_text], max_tokens=10**6, seq_len=32)
+    assert res.nll_nats == pytest.approx(full.nll_nats, rel=1e-6)
+
+
+def test_deterministic_and_batch_size_invariant(tiny_loaded):
+    model, tok = tiny_loaded
+    a = P.bits_per_byte(model, tok, TEXTS, max_tokens=200, seq_len=32, batch_size=4)
+    b = P.bits_per_byte(model, tok, TEXTS, max_tokens=200, seq_len=32, batch_size=4)
+    c = P.bits_per_byte(model, tok, TEXTS, max_tokens=200, seq_len=32, batch_size=1)
+    assert a == b  # bit-identical
+    assert a.bpb == pytest.approx(c.bpb, rel=1e-6)
+
+
+def test_restores_training_mode_and_needs_no_grad(tiny_loaded):
+    model, tok = tiny_loaded
+    model.train()
+    try:
+        P.bits_per_byte(model, tok, ["abc def"], max_tokens=10)
+        assert model.training
+    finally:
+        model.eval()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_bf16_autocast_is_close(tiny_loaded):
+    model, tok = tiny_loaded
+    fp32 = P.bits_per_byte(model, tok, TEXTS, seq_len=32, autocast_bf16=False)
+    bf16 = P.bits_per_byte(model, tok, TEXTS, seq_len=32, autocast_bf16=True)
+    assert bf16.bpb == pytest.approx(fp32.bpb, rel=2e-2)
+
+
+def test_bad_inputs(tiny_loaded):
+    model, tok = tiny_loaded
+    with pytest.raises(UserError, match="no tokens"):
+        P.bits_per_byte(model, tok, ["", ""])
+    with pytest.raises(UserError, match="max_tokens"):
+        P.bits_per_byte(model, tok, ["a"], max_tokens=0)
+    with pytest.raises(UserError, match="unknown"):
+        P.probe_texts("legal")
+
+
+def test_interleave_by_source():
+    recs = [
+        {"text": "a1", "source": "a"},
+        {"text": "a2", "source": "a"},
+        {"text": "b1", "source": "b"},
+        {"text": "a3", "source": "a"},
+    ]
+    assert P.interleave_by_source(recs) == ["a1", "b1", "a2", "a3"]
+    assert P.interleave_by_source(["x", "y"]) == ["x", "y"]
+
+
+def test_probe_texts_come_from_the_heldout_corpora():
+    from spear_mm.io.corpora import load_records
+
+    for name, corpus in (("general", "general_heldout"), ("finance", "finance_heldout")):
+        texts = P.probe_texts(name)
+        records = load_records(corpus)
+        assert sorted(texts) == sorted(r["text"] for r in records)
+        # The first documents alternate between the sources.
+        first_two = {next(r["source"] for r in records if r["text"] == t) for t in texts[:2]}
+        assert len(first_two) == 2
+
+
+def test_probe_class_caches_windows(tiny_loaded):
+    model, tok = tiny_loaded
+    probe = P.Probe("t", texts=tuple(TEXTS), max_tokens=100, seq_len=32)
+    w1 = probe.windows(tok)
+    assert probe.windows(tok) is w1
+    direct = P.bits_per_byte(model, tok, TEXTS, max_tokens=100, seq_len=32)
+    assert probe.score(model, tok) == direct
