@@ -39,6 +39,15 @@ def compose(verb: str, overrides: list[str], schema: type | None = None):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name=verb):
             cfg = hydra_compose(config_name=verb, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        cause = exc.__cause__  # Hydra's own line ("Could not override 'x'") omits the reason
+        key = (
+            getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
+        )
+        if key:
+            raise UserError(
+                f"config key '{key}' for `spear-mm {verb}` ({_conf_file(verb)} + overrides): "
+                f"{_first_line(cause)}; fix the key or value, see `spear-mm {verb} --help`"
+            ) from None
         raise UserError(
             f"bad config for `spear-mm {verb}` ({_conf_file(verb)}): {_first_line(exc)}"
         ) from None
@@ -119,14 +128,45 @@ def run_verb(
     return _run_task(cfg, task, write_info)
 
 
+RUN_INFO_FILES = ("config.yaml", "run_info.json")
+
+
 def _run_task(cfg, task: Callable, write_info: bool) -> int:
-    if write_info and cfg.get("out"):
+    out = Path(cfg.out) if write_info and cfg.get("out") else None
+    saved = _snapshot(out) if out is not None else None
+    if out is not None:
         from spear_mm.runinfo import write_run_info
 
         seeds = {"seed": cfg.get("seed")} if "seed" in cfg else {}
         write_run_info(cfg.out, cfg, seeds)
-    result = task(cfg)
+    try:
+        result = task(cfg)
+    except UserError:
+        if out is not None:
+            _restore(out, saved)
+        raise
     return int(result or 0)
+
+
+def _snapshot(out: Path) -> dict:
+    """The run-info files already in `out` (bytes, or None when absent) and whether it existed."""
+    files = {n: (out / n).read_bytes() if (out / n).is_file() else None for n in RUN_INFO_FILES}
+    return {"existed": out.exists(), "files": files}
+
+
+def _restore(out: Path, saved: dict) -> None:
+    """Bad input found by the task: put back the run-info files of the last run in `out` (or
+    remove ours), so a rejected command leaves the folder as it found it."""
+    for name, data in saved["files"].items():
+        if data is None:
+            (out / name).unlink(missing_ok=True)
+        else:
+            (out / name).write_bytes(data)
+    if not saved["existed"]:
+        try:
+            out.rmdir()  # only if nothing else was written
+        except OSError:
+            pass
 
 
 def _multirun(verb: str, overrides: list[str], schema, task, write_info) -> int:

@@ -7,6 +7,8 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 interna
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -48,6 +50,22 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    """argparse prints its usage block plus the error and exits 2; make that the same single
+    `spear-mm: error:` line as any other bad input (the usage is one `--help` away)."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+    saved = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = saved  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -57,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spear_mm {__version__}")
         return 0
     verb, rest = argv[0], argv[1:]
+    if not sys.stderr.isatty():
+        # Hugging Face progress bars in a log or a pipe are noise, and would put lines around
+        # the one-line error of a bad input. Read at import time, so set before any import.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if verb not in VERBS:
         return _fail(2, f"error: unknown verb '{verb}'; choose one of {', '.join(VERBS)}")
     module_name = f"spear_mm.cli.{verb}"
@@ -64,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(2, f"error: `spear-mm {verb}` is not built yet in this version")
     try:
         module = importlib.import_module(module_name)
-        return int(module.main(rest) or 0)
+        with _one_line_usage_errors():
+            return int(module.main(rest) or 0)
     except UserError as exc:
         return _fail(2, f"error: {exc}")
     except KeyboardInterrupt:

@@ -80,7 +80,13 @@ def atomic_dir(target: str | os.PathLike, force: bool = False) -> Iterator[Path]
     check_writable_target(target, force)
     clean_stale_temps(target)
     tmp = target.parent / f".{target.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:  # read-only file system, no permission (even as root), ...
+        raise UserError(
+            f"cannot write into output folder {target.parent} ({exc.strerror}); "
+            "choose another --out"
+        ) from None
     try:
         yield tmp
         _fsync_tree(tmp)

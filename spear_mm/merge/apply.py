@@ -92,7 +92,8 @@ def merge_tensor(
     """(merged CPU tensor, report entry) for one tensor.
 
     t = 0 / t = 1 (and their mergekit `linear` equivalents) copy the base / adapted tensor
-    bit for bit (cast only if the output dtype differs). A non-finite result is a UserError.
+    bit for bit (cast only if the output dtype differs). A non-finite result (merged or copied)
+    is a UserError naming the tensor.
     """
     entry: dict = {"t": plan.t, "method": plan.method, "rule": plan.rule}
     if plan.weights is not None:
@@ -111,6 +112,12 @@ def merge_tensor(
         picked = base if source == "base" else shared
         merged = picked.to(compute).to(out) if compute is not None else picked.to(out)
         entry.update(path="copy", source=source)
+        if not all_finite(merged):  # a copied NaN/Inf is as broken as a computed one
+            raise UserError(
+                f"tensor {name}: the {source} checkpoint's values contain NaN or Inf in "
+                f"{dtype_name(out)} (copied at t={plan.t}); fix that checkpoint or pick an "
+                "output dtype that holds its range"
+            )
     else:
         a, b = base.to(device), shared.to(device)
         if compute is not None:
@@ -129,5 +136,11 @@ def merge_tensor(
                 f"method {plan.method}); check the inputs and the recipe's weights"
             )
     if extra:
-        merged = torch.cat([merged, adapted[base.shape[0] :].to(out)], dim=0)
+        grown = adapted[base.shape[0] :].to(out)
+        if not all_finite(grown):
+            raise UserError(
+                f"tensor {name}: the adapted checkpoint's new vocabulary rows contain NaN or "
+                "Inf; fix or re-export that checkpoint"
+            )
+        merged = torch.cat([merged, grown], dim=0)
     return merged, entry

@@ -29,7 +29,7 @@ from spear_mm.io.archmap import num_layers as config_layers
 from spear_mm.io.checkpoint import CheckpointReader, ShardedWriter, dtype_name
 from spear_mm.merge.apply import DtypePolicy, merge_tensor, new_rows
 from spear_mm.merge.plan import TensorPlan
-from spear_mm.merge.recipe import Recipe
+from spear_mm.merge.recipe import Recipe, check_match_patterns
 from spear_mm.merge.report import build_report
 
 REPORT_FILE = "merge_report.json"
@@ -72,6 +72,8 @@ def prepare(recipe: Recipe, *, allow_pickle: bool = False) -> MergeJob:
             layers = config_layers(adapted.config)
         except KeyError:
             raise UserError(f"config.json of {adapted_dir} has no num_hidden_layers") from None
+        _check_same_architecture(base, adapted, layers)
+        check_match_patterns(recipe, adapted.names)
         tied = is_tied(adapted.config, adapted.names)
         # A tied model's lm_head is the embedding: writing it separately would untie it.
         names = [n for n in adapted.names if not (tied and classify(n).kind == "lm_head")]
@@ -84,6 +86,41 @@ def prepare(recipe: Recipe, *, allow_pickle: bool = False) -> MergeJob:
         adapted.close()
         raise
     return MergeJob(recipe, base, adapted, names, base_names, plans, layers, tied)
+
+
+def _check_same_architecture(
+    base: CheckpointReader, adapted: CheckpointReader, layers: int
+) -> None:
+    """Same block count, and no base tensor the adapted model lacks (lm_head aside: tying may
+    differ). A base with more layers would otherwise be silently cut to the adapted depth."""
+    try:
+        base_layers = config_layers(base.config)
+    except KeyError:
+        base_layers = layers
+    if base_layers != layers:
+        raise UserError(
+            f"base {base.folder} has {base_layers} layers but adapted {adapted.folder} has "
+            f"{layers}; the two must be the same architecture"
+        )
+    extra = [n for n in base.names if n not in adapted and classify(n).kind != "lm_head"]
+    if extra:
+        raise UserError(
+            f"tensor {extra[0]} is in the base model {base.folder} but not in the adapted "
+            f"{adapted.folder}; the two must be the same architecture"
+        )
+
+
+def check_output_folder(out: str | Path, job: MergeJob) -> None:
+    """Refuse an output folder that is, or contains, an input: replacing it would delete the
+    checkpoint being read (with --force) or give a misleading 'already exists'."""
+    target = Path(out).expanduser().resolve()
+    for role, reader in (("base", job.base), ("adapted", job.adapted)):
+        src = reader.folder.resolve()
+        if target == src or target in src.parents:
+            raise UserError(
+                f"--out {out} is the {role} model folder {reader.folder} or holds it; "
+                "write the merge to a new folder"
+            )
 
 
 def _base_name(name: str, base: CheckpointReader, adapted_dir: Path, base_dir: Path) -> str:
@@ -116,6 +153,11 @@ def run_merge(
         raise UserError(f"--threads {threads}: must be at least 1")
     device = check_device(device)
     job = prepare(recipe, allow_pickle=allow_pickle)
+    try:
+        check_output_folder(out, job)
+    except UserError:
+        job.close()
+        raise
     policy = DtypePolicy(recipe.out_dtype, recipe.compute_dtype, recipe.round_to_compute)
     start = time.perf_counter()
     try:

@@ -303,6 +303,23 @@ def _matches(rule: RuleSpec, layers: list[int] | None, info: TensorInfo) -> bool
     return rule.match is None or re.search(rule.match, info.name) is not None
 
 
+def check_match_patterns(recipe: Recipe, names: list[str]) -> None:
+    """A native rule's `match` that matches no tensor name at all is a typo, not a no-op.
+
+    (A rule that matches nothing because of its other selectors, e.g. an lm_head rule on a tied
+    model, stays a note: see `Recipe.unmatched`.)"""
+    spec = getattr(recipe, "spec", None)
+    if not isinstance(spec, NativeSpec):
+        return
+    for i, rule in enumerate(spec.rules):
+        if rule.match is not None and not any(re.search(rule.match, n) for n in names):
+            example = names[0] if names else "none"
+            raise UserError(
+                f"{recipe.where}: key 'rules[{i}].match': {rule.match!r} matches no tensor name "
+                f"of the adapted model (e.g. {example}); fix the pattern or remove the rule"
+            )
+
+
 def validation_message(exc: ValidationError, where: str) -> str:
     """One line from pydantic's errors: the key path, the problem, what is allowed."""
     errors = exc.errors()

@@ -68,6 +68,23 @@ def _field(row: object, path: Path, key: str, text_field: str, where: str) -> st
 
 
 def _read_path(path: Path, key: str, text_field: str) -> list[str]:
+    """Documents of a file or folder; undecodable or unparsable files are one-line UserErrors."""
+    try:
+        return _read_path_raw(path, key, text_field)
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{key}: {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{key}: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
+            "write a JSON list of documents"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
+
+
+def _read_path_raw(path: Path, key: str, text_field: str) -> list[str]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
         if not files:
