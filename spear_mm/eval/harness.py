@@ -276,6 +276,12 @@ def _run_lm_eval(
     render_dir = cache.root / f"tasks-{cache_key(data_files=data_files)}"
     include = suites.render_tasks(render_dir, tasks, data_files)
     manager = TaskManager(include_path=str(include), include_defaults=not only_bundled)
+    unknown = [t for t in tasks if t not in set(manager.all_tasks)]
+    if unknown:
+        raise UserError(
+            f"task '{unknown[0]}' is not an lm-eval task, group or bundled suite; "
+            "see `lm-eval ls tasks` or the suites in `spear-mm eval --help`"
+        )
     lm = HFLM(pretrained=module, tokenizer=tok, batch_size=bs, max_length=max_len, device=device)
     # lm-eval keys its request cache on the request text only: keep one database per
     # model fingerprint, context length and dtype so no stale likelihood is ever reused.
