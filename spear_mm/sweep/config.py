@@ -1,0 +1,96 @@
+"""Typed schema of `spear-mm sweep` (defaults in spear_mm/conf/sweep.yaml, docs in docs/sweeps.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from spear_mm.errors import UserError
+from spear_mm.eval.config import SuiteConfig
+from spear_mm.sweep.schedule import FAMILIES, NONLAYER_POLICIES
+
+DEFAULT_KNOBS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
+MIN_POINTS = 7
+
+
+@dataclass
+class SweepProbeConfig:
+    """Fast bits-per-byte probes scored at every point (see spear_mm.eval.probe)."""
+
+    max_tokens: int = 4096
+    seq_len: int = 256
+    batch_size: int = 8
+    autocast_bf16: bool | None = None
+
+
+@dataclass
+class SweepConfig:
+    base: str = MISSING
+    adapted: str = MISSING
+    out: str = MISSING
+    analysis: str | None = None  # analysis.json (layer_ranking); needed by analyzer and topk
+    replay: str | None = None  # a replay-trained checkpoint, scored as a baseline
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    knobs: list[float] = field(default_factory=lambda: list(DEFAULT_KNOBS))
+    gamma_spread: float = 3.0  # κ: exponents a^γ_i span 1/κ .. κ over the ranking
+    nonlayer: str = "last"  # restore of embeddings / final norm / lm_head: last | knob | mean
+    method: str = "lerp"  # merge kernel of every point: lerp | slerp | slerp_rowwise
+    target_retention: float | None = None  # general retention target (solver)
+    target_recovered: float | None = None  # forgetting-recovered target (solver)
+    refine_steps: int = 4  # bisection steps per family around the target crossing
+    materialize: bool = False  # write the selected recipe's model into out/merged
+    force: bool = False  # replace an existing out/merged
+    probe: SweepProbeConfig = field(default_factory=SweepProbeConfig)
+    # lm-eval suites scored at every point too (slow): the `suite/` group, as in `spear-mm eval`
+    suite: dict[str, SuiteConfig] = field(default_factory=dict)
+    suite_limit: Any = None  # documents per suite task
+    verdict_margin: float = 0.02  # gain-kept difference that counts as beating uniform
+    axis: str = "auto"  # y axis of frontier.png: retention | recovered | auto
+    dtype: str = "float32"  # dtype the model is held in while sweeping
+    threads: int | None = None  # torch.set_num_threads for this run; None = torch's default
+    seed: int = 0
+    plot: bool = True
+
+    def __post_init__(self) -> None:  # noqa: C901 - a flat list of checks
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad or not self.families:
+            raise UserError(
+                f"sweep families={list(self.families)}: choose from {', '.join(FAMILIES)}"
+            )
+        if any(not 0.0 <= float(k) <= 1.0 for k in self.knobs):
+            raise UserError(f"sweep knobs={list(self.knobs)}: every knob must lie in [0, 1]")
+        if len(set(self.knobs) | {0.0, 1.0}) < MIN_POINTS:
+            raise UserError(
+                f"sweep knobs={list(self.knobs)}: give at least {MIN_POINTS} distinct knob points "
+                "(0 and 1 are always added)"
+            )
+        if self.gamma_spread < 1.0:
+            raise UserError(f"sweep gamma_spread={self.gamma_spread}: must be >= 1 (1 = uniform)")
+        if self.nonlayer not in NONLAYER_POLICIES:
+            raise UserError(
+                f"sweep nonlayer={self.nonlayer!r}: choose {', '.join(NONLAYER_POLICIES)}"
+            )
+        if self.method not in ("lerp", "slerp", "slerp_rowwise"):
+            raise UserError(f"sweep method={self.method!r}: choose lerp, slerp or slerp_rowwise")
+        if self.target_retention is not None and self.target_recovered is not None:
+            raise UserError("sweep: give target_retention or target_recovered, not both")
+        if self.refine_steps < 0:
+            raise UserError(f"sweep refine_steps={self.refine_steps}: must be >= 0")
+        if self.materialize and target_of(self) is None:
+            raise UserError(
+                "sweep materialize=true needs a target (target_retention=... or "
+                "target_recovered=...)"
+            )
+        if self.axis not in ("auto", "retention", "recovered"):
+            raise UserError(f"sweep axis={self.axis!r}: choose auto, retention or recovered")
+
+
+def target_of(cfg) -> tuple[str, float] | None:
+    """(metric, value) of the solver's target, or None (works on the dataclass and a DictConfig)."""
+    if cfg.target_retention is not None:
+        return "retention", float(cfg.target_retention)
+    if cfg.target_recovered is not None:
+        return "recovered", float(cfg.target_recovered)
+    return None

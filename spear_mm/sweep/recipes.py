@@ -1,0 +1,75 @@
+"""Sweep point → a native merge recipe (validated by the merge package's own recipe model).
+
+A schedule becomes one rule per run of layers that share a t (``{layers: "0-29", t: 0.75}`` for
+a uniform point, one rule per layer for a graded one) and ``default: <t>`` for everything outside
+the blocks (embeddings, final norm, lm_head). t values are rounded to `T_DIGITS` decimals so the
+files stay readable; the in-memory merge applies the very recipe that is written, so the file and
+the scored weights agree exactly. Knob 0 gives every t = 1 (the adapted model, copied verbatim)
+and knob 1 every t = 0 (the base).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from spear_mm.merge.recipe import Recipe, recipe_from_dict
+from spear_mm.sweep.schedule import Schedule
+
+T_DIGITS = 6
+
+
+def _round_t(t: float) -> float:
+    return float(round(t, T_DIGITS))
+
+
+def _runs(values: list[float]) -> list[tuple[int, int, float]]:
+    """Maximal runs (first, last, value) of equal consecutive values."""
+    runs: list[tuple[int, int, float]] = []
+    for i, v in enumerate(values):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], i, v)
+        else:
+            runs.append((i, i, v))
+    return runs
+
+
+def recipe_dict(
+    schedule: Schedule, base: str | os.PathLike, adapted: str | os.PathLike, method: str = "lerp"
+) -> dict:
+    """The native recipe mapping of `schedule` (see the module doc)."""
+    rules = []
+    for lo, hi, t in _runs([_round_t(t) for t in schedule.layer_t]):
+        layers: int | str = lo if lo == hi else f"{lo}-{hi}"
+        rules.append({"layers": layers, "t": t})
+    return {
+        "base": str(base),
+        "adapted": str(adapted),
+        "method": method,
+        "default": _round_t(schedule.nonlayer_t),
+        "rules": rules,
+    }
+
+
+def build_recipe(data: dict, source: Path | None = None) -> Recipe:
+    """Validate a recipe mapping through the merge package (raises UserError when invalid)."""
+    return recipe_from_dict(data, source)
+
+
+def recipe_yaml(schedule: Schedule, data: dict) -> str:
+    """YAML text of a recipe with a header comment that says which sweep point it is."""
+    head = (
+        f"# spear-mm sweep point: family={schedule.family} knob={schedule.knob:.6g} "
+        f"(0 = adapted, 1 = base)\n"
+        f"# mean restore {schedule.mean_restore:.4f}; t = weight of the ADAPTED model\n"
+    )
+    return head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def point_filename(family: str, knob: float) -> str:
+    """`<family>_<knob>.yaml`, knob with 4 decimals, or 6 when it needs them (deep bisection:
+    the solver rounds refined knobs to 6 decimals, so names never collide)."""
+    text = f"{knob:.4f}" if round(knob, 4) == knob else f"{knob:.6f}"
+    return f"{family}_{text}.yaml"

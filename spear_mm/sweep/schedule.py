@@ -1,0 +1,130 @@
+"""The trade-off knob: one number a ∈ [0, 1] → a per-layer restore schedule (pure).
+
+`a = 0` is the adapted model and `a = 1` the base, exactly, in every family. A schedule gives each
+decoder layer i a *restore* r_i ∈ [0, 1] (how far back towards the base it moves) and one restore
+for the tensors outside the blocks (embeddings, final norm, tied or untied lm_head). The merge
+weight of the adapted model is t_i = 1 − r_i (the recipe convention: t = weight of the ADAPTED).
+
+Families (docs/sweeps.md has the reasoning and worked numbers):
+
+- ``uniform``  r_i = a for every layer: WiSE-FT, the line every layer-aware family must beat.
+- ``depth``    r_i = a^γ_i with γ_i from the layer's depth: earlier layers are restored more.
+- ``analyzer`` r_i = a^γ_i with γ_i from the analyzer's ranking (most general harm first).
+- ``topk``     whole layers: the round(a·L) top-ranked layers at r = 1, the rest at r = 0.
+
+γ_i = κ^(2·p_i − 1), where p_i ∈ [0, 1] is the layer's position in the ranking (0 = restore
+first) and κ ≥ 1 the spread (`gamma_spread`); κ = 1 is the uniform family. The exponents' geometric
+mean is 1, so a graded schedule restores about as much in total as uniform at the same knob. Powers
+keep both ends exact for any κ: 0^γ = 0 and 1^γ = 1.
+
+Non-layer tensors (`nonlayer`): ``last`` (default) gives them the last layer's restore — with
+tied embeddings the last block, the final norm and the embedding/lm_head moved together during CPT
+and restoring one without the others hurt (notes/method.md); ``knob`` gives them r = a; ``mean``
+the mean of the layer restores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FAMILIES = ("uniform", "depth", "analyzer", "topk")
+NONLAYER_POLICIES = ("last", "knob", "mean")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-layer restore of one sweep point; `t` values are the recipe's adapted weights."""
+
+    family: str
+    knob: float
+    layer_restore: tuple[float, ...]
+    nonlayer_restore: float
+
+    @property
+    def layer_t(self) -> list[float]:
+        return [1.0 - r for r in self.layer_restore]
+
+    @property
+    def nonlayer_t(self) -> float:
+        return 1.0 - self.nonlayer_restore
+
+    @property
+    def mean_restore(self) -> float:
+        return sum(self.layer_restore) / len(self.layer_restore)
+
+
+def positions(order: Sequence[int], num_layers: int) -> list[float]:
+    """p_i ∈ [0, 1] of every layer from a ranking (first = restore first; p = rank / (L − 1)).
+
+    The ranking must be a permutation of 0..L−1 (checked by the caller's reader); with one layer
+    the position is 0.
+    """
+    if sorted(order) != list(range(num_layers)):
+        raise ValueError(f"ranking {list(order)} is not a permutation of 0..{num_layers - 1}")
+    span = max(num_layers - 1, 1)
+    pos = [0.0] * num_layers
+    for rank, layer in enumerate(order):
+        pos[layer] = rank / span
+    return pos
+
+
+def exponents(order: Sequence[int], num_layers: int, spread: float) -> list[float]:
+    """γ_i = spread^(2·p_i − 1): 1/spread for the first-ranked layer, spread for the last."""
+    if spread < 1.0:
+        raise ValueError(f"gamma spread {spread} must be >= 1")
+    return [spread ** (2.0 * p - 1.0) for p in positions(order, num_layers)]
+
+
+def _check_knob(knob: float) -> float:
+    knob = float(knob)
+    if not 0.0 <= knob <= 1.0:
+        raise ValueError(f"knob {knob} is outside [0, 1]")
+    return knob
+
+
+def _nonlayer(policy: str, knob: float, restore: list[float]) -> float:
+    if policy == "last":
+        return restore[-1]
+    if policy == "knob":
+        return knob
+    if policy == "mean":
+        # Snap the ends so the mean of all-zeros / all-ones stays exactly 0 / 1.
+        return 0.0 if knob == 0.0 else 1.0 if knob == 1.0 else sum(restore) / len(restore)
+    raise ValueError(f"nonlayer policy '{policy}' is not one of {', '.join(NONLAYER_POLICIES)}")
+
+
+def layer_restore(
+    family: str, knob: float, num_layers: int, order: Sequence[int], spread: float
+) -> list[float]:
+    """r_i for every layer (see the module doc); `order` is ignored by ``uniform``."""
+    knob = _check_knob(knob)
+    if family == "uniform":
+        return [knob] * num_layers
+    if family in ("depth", "analyzer"):
+        return [knob**g for g in exponents(order, num_layers, spread)]
+    if family == "topk":
+        k = round(knob * num_layers)
+        chosen = set(order[:k])
+        return [1.0 if i in chosen else 0.0 for i in range(num_layers)]
+    raise ValueError(f"family '{family}' is not one of {', '.join(FAMILIES)}")
+
+
+def make_schedule(
+    family: str,
+    knob: float,
+    num_layers: int,
+    order: Sequence[int] | None = None,
+    *,
+    spread: float = 3.0,
+    nonlayer: str = "last",
+) -> Schedule:
+    """The schedule of `family` at `knob`; ``depth`` builds its own order (layer 0 first)."""
+    if family == "depth":
+        order = list(range(num_layers))
+    elif order is None:
+        order = list(range(num_layers))
+        if family != "uniform":
+            raise ValueError(f"family '{family}' needs a layer ranking")
+    restore = layer_restore(family, knob, num_layers, order, spread)
+    return Schedule(family, float(knob), tuple(restore), _nonlayer(nonlayer, float(knob), restore))

@@ -1,0 +1,96 @@
+"""Pareto frontier and the uniform-line comparison on hand-made points."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+
+from spear_mm.sweep.frontier import compare_families, interpolate, pareto_front
+
+
+def brute_front(points):
+    """O(n²) definition: not dominated by any other point (independent of the sweep code)."""
+    out = []
+    for i, (x, y) in enumerate(points):
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        dominated = any(
+            (x2 >= x and y2 >= y and (x2 > x or y2 > y))
+            for j, (x2, y2) in enumerate(points)
+            if j != i and math.isfinite(x2) and math.isfinite(y2)
+        )
+        if not dominated:
+            out.append(i)
+    return out
+
+
+def test_front_on_hand_made_points():
+    pts = [(1.0, 0.5), (0.8, 0.8), (0.9, 0.6), (0.5, 0.9), (0.7, 0.7), (0.0, 1.0), (0.4, 0.85)]
+    # (0.7, 0.7) is dominated by (0.8, 0.8); (0.4, 0.85) by (0.5, 0.9).
+    assert pareto_front(pts) == [5, 3, 1, 2, 0]
+
+
+def test_front_skips_nan_and_keeps_duplicates():
+    pts = [(0.5, 0.5), (math.nan, 2.0), (0.5, 0.5), (0.2, 0.4)]
+    assert pareto_front(pts) == [0, 2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_front_matches_the_definition(seed):
+    rng = random.Random(seed)
+    pts = [(round(rng.random(), 1), round(rng.random(), 1)) for _ in range(40)]
+    assert sorted(pareto_front(pts)) == brute_front(pts)
+
+
+def test_interpolate():
+    line = [(0.0, 1.0), (1.0, 0.0), (0.5, 0.9)]
+    assert interpolate(line, 0.25) == pytest.approx(0.95)
+    assert interpolate(line, 0.75) == pytest.approx(0.45)
+    assert math.isnan(interpolate(line, 1.5))
+
+
+def test_compare_families_calls_a_winner():
+    uniform = [(0.0, 1.0), (0.5, 0.8), (1.0, 0.0)]
+    fams = {
+        "depth": [(0.2, 0.5, 0.9), (0.4, 0.75, 0.5)],  # 0.9 vs 0.8 at rec 0.5: +0.1
+        "topk": [(0.2, 0.5, 0.6)],  # below the line
+    }
+    v = compare_families(uniform, fams, margin=0.02)
+    assert v["layer_aware_beats_uniform"] is True
+    assert v["families"]["depth"]["best_advantage"] == pytest.approx(0.1)
+    assert v["families"]["depth"]["best_knob"] == 0.2
+    assert v["families"]["topk"]["beats_uniform"] is False
+    assert v["families"]["topk"]["best_advantage"] == pytest.approx(-0.2)
+    assert v["summary"].startswith("Yes: depth")
+
+
+def test_compare_families_no_and_not_compared():
+    uniform = [(0.0, 1.0), (1.0, 0.0)]
+    v = compare_families(uniform, {"depth": [(0.3, 0.5, 0.51)]}, margin=0.02)
+    assert v["layer_aware_beats_uniform"] is False and v["summary"].startswith("No")
+    v = compare_families(uniform, {"depth": [(0.3, math.nan, 0.5)]})
+    assert v["layer_aware_beats_uniform"] is None and v["summary"].startswith("Not compared")
+
+
+def test_pairs_all_orders_same_front():
+    pts = [(0.1, 0.9), (0.9, 0.1), (0.5, 0.5), (0.4, 0.4)]
+    fronts = {
+        tuple(sorted(p[i] for i in pareto_front(list(p)))) for p in itertools.permutations(pts)
+    }
+    assert fronts == {((0.1, 0.9), (0.5, 0.5), (0.9, 0.1))}
+
+
+def test_envelope_judges_a_non_monotone_uniform_line_by_its_best_points():
+    from spear_mm.sweep.frontier import envelope_at
+
+    # A CPT that did not forget: interpolation improves both axes, then falls off.
+    line = [(1.00, 0.0), (1.01, 1.0), (1.02, 1.06), (1.025, 1.0)]
+    assert envelope_at(line, 1.005) == pytest.approx(1.06)  # flat: 1.06 reached further right
+    assert envelope_at(line, 1.0225) == pytest.approx(1.03)  # between (1.02, 1.06), (1.025, 1.0)
+    assert math.isnan(envelope_at(line, 1.03))
+    v = compare_families(line, {"depth": [(0.3, 1.016, 1.04)]})
+    assert v["families"]["depth"]["best_advantage"] == pytest.approx(-0.02)
+    assert v["layer_aware_beats_uniform"] is False
