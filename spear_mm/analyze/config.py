@@ -1,0 +1,61 @@
+"""Typed schema of `spear-mm analyze` (defaults in spear_mm/conf/analyze.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from spear_mm.errors import UserError
+
+
+@dataclass
+class ProbeConfig:
+    """Fast bits-per-byte probes used by the ablation (see spear_mm.eval.probe)."""
+
+    names: list[str] = field(default_factory=lambda: ["general", "finance"])
+    max_tokens: int = 4096
+    seq_len: int = 256
+    batch_size: int = 8
+    autocast_bf16: bool | None = None
+
+
+@dataclass
+class AnalyzeConfig:
+    base: str = MISSING
+    adapted: str = MISSING
+    out: str = MISSING
+    device: str = "auto"  # SVDs and ablation: auto = cuda when available
+    svd_mode: str = "exact"  # exact | fast (Gram eigenvalues + randomized top-k)
+    top_k: int = 16  # base singular directions used by top_drift (capped by the MP count)
+    seed: int = 0
+    score_spec: str | None = None  # JSON spec (or an analysis.json) fitted on another study
+    fit: bool = False  # fit a spec on this study's ablation (reported as in-sample)
+    ablation: bool = False
+    ablation_cache: bool = True  # replay activations below the restored layer
+    select_k: list[int] = field(default_factory=lambda: [3, 6, 10])
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    lm_eval_tasks: list[str] = field(default_factory=list)  # optional, with ablation=true
+    lm_eval_limit: float | None = None  # documents per task (a fraction below 1 = that share)
+    dtype: str = "float32"  # dtype the adapted model is loaded in for the ablation
+    threads: int | None = None  # torch.set_num_threads for this run; None leaves torch's default
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        if self.svd_mode not in ("exact", "fast"):
+            raise UserError(f"analyze svd_mode={self.svd_mode!r}: choose exact or fast")
+        if self.top_k < 1:
+            raise UserError(f"analyze top_k={self.top_k}: must be >= 1")
+        if any(k < 1 for k in self.select_k):
+            raise UserError(f"analyze select_k={self.select_k}: every k must be >= 1")
+        if self.ablation and len(self.probe.names) < 1:
+            raise UserError("analyze probe.names is empty; give at least `general`")
+        if self.fit and not self.ablation:
+            raise UserError("analyze fit=true needs ablation=true (the fit targets its harm)")
+
+
+def register() -> None:
+    """Register the schema with Hydra's ConfigStore (name `analyze_schema`)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="analyze_schema", node=AnalyzeConfig)

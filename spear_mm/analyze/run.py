@@ -1,0 +1,174 @@
+"""`spear-mm analyze`: weight signals → combined score → (ablation, validation) → outputs.
+
+Reads top to bottom: ``weight_analysis`` (streaming, cheap) → ``ablation_analysis`` (optional,
+expensive ground truth) → ``validation`` (ρ of every signal and of the combined score beside the
+depth baseline; selection quality at each k) → ``report.write_outputs``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from spear_mm.analyze import aggregate
+from spear_mm.analyze.ablation import Ablation, LayerRestorer, selection_quality
+from spear_mm.analyze.stream import resolve_device, stream_signals
+from spear_mm.analyze.validate import (
+    DEFAULT_WEIGHTS,
+    ScoreSpec,
+    combined_score,
+    fit_spec,
+    partial_spearman,
+    ranking,
+    signal_correlations,
+    spearman,
+)
+from spear_mm.io.checkpoint import CheckpointReader
+
+GENERAL, DOMAIN = "general", "finance"
+
+
+def _log(msg: str) -> None:
+    print(f"[analyze] {msg}", file=sys.stderr, flush=True)
+
+
+def weight_analysis(base: CheckpointReader, adapted: CheckpointReader, cfg) -> dict:
+    """Per-tensor records, per-layer features and the kinds table, from one streaming pass."""
+    records, summary = stream_signals(
+        base, adapted, top_k=cfg.top_k, svd_mode=cfg.svd_mode, device=cfg.device
+    )
+    aggregate.add_swci(records)
+    n = summary["num_layers"]
+    kinds, table = aggregate.kind_table(records, n, "rel_drift")
+    return {
+        "summary": summary,
+        "records": records,
+        "features": aggregate.layer_features(records, n),
+        "kinds": kinds,
+        "kind_table": table,
+    }
+
+
+def _measure_fn(cfg, tokenizer):
+    from spear_mm.eval.probe import Probe
+
+    probes = [
+        Probe.named(
+            name,
+            max_tokens=cfg.probe.max_tokens,
+            seq_len=cfg.probe.seq_len,
+            batch_size=cfg.probe.batch_size,
+            autocast_bf16=cfg.probe.autocast_bf16,
+        )
+        for name in cfg.probe.names
+    ]
+
+    def measure(model) -> dict[str, float]:
+        return {p.name: p.score(model, tokenizer).bpb for p in probes}
+
+    return measure
+
+
+def ablation_analysis(base, adapted, weights: dict, score: list[float], cfg) -> dict:
+    """Per-layer restore ablation, then the joint restores of each method's top-k layers."""
+    from spear_mm.io.sources import load_model
+
+    n = weights["summary"]["num_layers"]
+    model, tok = load_model(adapted.folder, dtype=cfg.dtype)
+    model.to(resolve_device(cfg.device))
+    abl = Ablation(
+        model,
+        LayerRestorer(model, base, adapted),
+        _measure_fn(cfg, tok),
+        n,
+        use_cache=cfg.ablation_cache,
+        log=_log,
+    )
+    result = abl.run()
+    gen = GENERAL if GENERAL in result["harm"] else sorted(result["harm"])[0]
+    truth = ranking(result["harm"][gen])
+    depth = list(range(n))
+    picks = {"score": ranking(score), "ablation": truth, "depth": depth}
+    selections = {
+        f"{m}@{k}": order[:k] for k in cfg.select_k if k <= n for m, order in picks.items()
+    }
+    abl.run_selections(selections)
+    if cfg.lm_eval_tasks:
+        result["lm_eval"] = _lm_eval(model, tok, abl, cfg)
+    return result
+
+
+def _lm_eval(model, tok, abl: Ablation, cfg) -> dict:
+    """lm-eval tasks on adapted and every single-layer restore (slow; only when asked)."""
+    from spear_mm.eval import harness
+
+    def run() -> dict:
+        return harness.evaluate(
+            model,
+            list(cfg.lm_eval_tasks),
+            tokenizer=tok,
+            limit=cfg.lm_eval_limit,
+            seed=cfg.seed,
+            progress=False,
+        )
+
+    out = {"adapted": run(), "per_layer": []}
+    for i in range(abl.n_layers):
+        with abl.restorer.restored([i]):
+            out["per_layer"].append(run())
+        _log(f"lm-eval layer {i}/{abl.n_layers} done")
+    return out
+
+
+def validation(features: list[dict], score: list[float], abl: dict, cfg) -> dict:
+    """ρ of every feature and of the combined score vs general harm, and selection quality."""
+    harm = abl["harm"][GENERAL] if GENERAL in abl["harm"] else next(iter(abl["harm"].values()))
+    corr = signal_correlations(features, harm)
+    out = {
+        "target": "general_harm",
+        "rho_combined": spearman(score, harm),
+        "rho_depth": corr.get("depth", 0.0),
+        "rho_signals": corr,
+        "rho_signals_given_depth": signal_correlations(features, harm, control="depth"),
+        "rho_combined_given_depth": partial_spearman(score, harm, [f["depth"] for f in features]),
+    }
+    if DOMAIN in abl["harm"]:
+        out["rho_combined_vs_domain_harm"] = spearman(score, abl["harm"][DOMAIN])
+    if GENERAL in abl["harm"] and DOMAIN in abl["harm"]:
+        out["selection"] = {
+            str(k): selection_quality(abl, k, GENERAL, DOMAIN) for k in cfg.select_k
+        }
+    return out
+
+
+def analyze(cfg) -> dict:
+    """Run the whole analysis for a config; write the outputs; return analysis.json's dict."""
+    from spear_mm.analyze import report
+    from spear_mm.io.sources import resolve_model
+
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
+    base_dir, adapted_dir = resolve_model(cfg.base), resolve_model(cfg.adapted)
+    spec = ScoreSpec.load(cfg.score_spec) if cfg.score_spec else ScoreSpec(dict(DEFAULT_WEIGHTS))
+    with CheckpointReader(base_dir) as base, CheckpointReader(adapted_dir) as adapted:
+        t0 = time.perf_counter()
+        weights = weight_analysis(base, adapted, cfg)
+        score = combined_score(weights["features"], spec)
+        weights["seconds"] = time.perf_counter() - t0
+        _log(
+            f"weight signals: {weights['summary']['num_tensors']} tensors in "
+            f"{weights['seconds']:.1f} s"
+        )
+        abl = ablation_analysis(base, adapted, weights, score, cfg) if cfg.ablation else None
+    val = validation(weights["features"], score, abl, cfg) if abl else None
+    fitted = None
+    if abl and cfg.fit:
+        harm = abl["harm"][GENERAL]
+        fitted = fit_spec(weights["features"], harm, label=str(adapted_dir))
+        fitted.notes.append("in-sample: fitted on this study's ablation; check it on another")
+    return report.write_outputs(
+        Path(cfg.out), cfg, base_dir, adapted_dir, weights, spec, score, abl, val, fitted
+    )
