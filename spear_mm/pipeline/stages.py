@@ -55,7 +55,12 @@ def run_stage(run_dir: Path, stage: Stage, log: Callable[[str], None] = print) -
     marker = read_marker(folder)
     if marker and marker.get("key") == stage.key:
         log(f"[{stage.name}] cached (key {stage.key}), reusing {folder}")
-        return marker
+        return {**marker, "cached": True}
+    if marker and "payload" in marker:
+        changed = _changed_keys(
+            marker["payload"], json.loads(json.dumps(stage.payload, default=str))
+        )
+        log(f"[{stage.name}] inputs changed ({', '.join(changed) or 'code'}), recomputing")
     start = time.perf_counter()
     if stage.resumable:
         summary = _run_in_place(folder, stage, log)
@@ -66,11 +71,11 @@ def run_stage(run_dir: Path, stage: Stage, log: Callable[[str], None] = print) -
             marker = _marker(stage, summary, time.perf_counter() - start)
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         log(f"[{stage.name}] done in {marker['seconds']:.0f} s")
-        return marker
+        return {**marker, "cached": False}
     marker = _marker(stage, summary, time.perf_counter() - start)
     atomic_write_text(folder / MARKER, json.dumps(marker, indent=2) + "\n")
     log(f"[{stage.name}] done in {marker['seconds']:.0f} s")
-    return marker
+    return {**marker, "cached": False}
 
 
 def _run_in_place(folder: Path, stage: Stage, log) -> dict:
@@ -91,4 +96,20 @@ def _run_in_place(folder: Path, stage: Stage, log) -> dict:
 
 
 def _marker(stage: Stage, summary: dict, seconds: float) -> dict:
-    return {"stage": stage.name, "key": stage.key, "seconds": round(seconds, 2), "summary": summary}
+    return {
+        "stage": stage.name,
+        "key": stage.key,
+        "seconds": round(seconds, 2),
+        "summary": summary,
+        "payload": json.loads(json.dumps(stage.payload, default=str)),
+    }
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two payloads (for the log line)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]

@@ -1,0 +1,70 @@
+"""Typed schema of `spear-mm run` (defaults in spear_mm/conf/run.yaml and conf/experiment/).
+
+The study reuses each stage's own schema: `model`, `data`, `trainer` as in `spear-mm train`,
+`analyze` and `sweep` as in their verbs (their `base`, `adapted`, `analysis` and `out` keys are
+filled in by the pipeline from the stages before them, so leave them empty), and `compare`
+for the final table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spear_mm.analyze.config import AnalyzeConfig
+from spear_mm.errors import UserError
+from spear_mm.sweep.config import SweepConfig
+from spear_mm.train.config import DataConfig, ModelConfig, TrainerConfig
+
+
+@dataclass
+class CompareConfig:
+    """The report's table: every named model scored with the same probes (and MC suites)."""
+
+    probe_tokens: int = 4096  # tokens per bits-per-byte probe (general, finance)
+    seq_len: int = 256
+    batch_size: int = 8
+    mc_tasks: list[str] = field(default_factory=lambda: ["general_mc", "finance_mc"])
+    mc_limit: int = 100  # questions per MC task; 0 skips the MC columns
+
+    def __post_init__(self) -> None:
+        if self.probe_tokens < 64:
+            raise UserError(f"compare.probe_tokens={self.probe_tokens}: must be >= 64")
+        if self.mc_limit < 0:
+            raise UserError(f"compare.mc_limit={self.mc_limit}: must be >= 0 (0 = no MC)")
+
+
+def _stage_default(cls):
+    return field(default_factory=lambda: cls(base="", adapted="", out=""))
+
+
+@dataclass
+class RunConfig:
+    """`spear-mm run`: the whole study in one run folder (`out`)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    analyze: AnalyzeConfig = _stage_default(AnalyzeConfig)
+    sweep: SweepConfig = _stage_default(SweepConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    out: str = "runs/demo"
+    seed: int = 0
+    title: str = "SPEAR-MM study"
+
+    def __post_init__(self) -> None:
+        for section in ("analyze", "sweep"):
+            sub = getattr(self, section)
+            for key in ("base", "adapted", "out"):
+                if getattr(sub, key):
+                    raise UserError(
+                        f"{section}.{key} in run config: the pipeline sets it from the earlier "
+                        f"stages; remove {section}.{key}=..."
+                    )
+        if not str(self.out).strip():
+            raise UserError("out in run config: is empty; set out=runs/my-study")
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)

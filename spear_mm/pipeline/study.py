@@ -1,0 +1,133 @@
+"""`spear-mm run`: CPT → analyze → sweep (+ solve + materialize) → compare → report.
+
+Each stage is cached in the run folder, keyed by its config section and the keys of the stages it
+reads (spear_mm.pipeline.stages): a re-run reuses what is finished, a changed target recomputes
+only the sweep and what follows, and a changed training config recomputes everything.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from spear_mm.io.sources import resolve_model
+from spear_mm.pipeline.stages import Stage, run_stage
+
+
+def _log(msg: str) -> None:
+    print(f"spear-mm run: {msg}", flush=True)
+
+
+def _section(cfg, key: str) -> dict:
+    return OmegaConf.to_container(cfg[key], resolve=True)
+
+
+def _stage_cfg(cfg, section: str, schema, **fill):
+    """The section as the stage's own typed config, with the pipeline's paths filled in."""
+    data = _section(cfg, section)
+    data.update({k: str(v) for k, v in fill.items()})
+    typed = OmegaConf.merge(OmegaConf.structured(schema), data)
+    OmegaConf.to_object(typed)  # the stage's own value checks
+    return typed
+
+
+def train_stage(cfg, run_dir: Path) -> Stage:
+    from spear_mm.train.config import TrainConfig
+
+    payload = {k: _section(cfg, k) for k in ("model", "data", "trainer")} | {"seed": cfg.seed}
+
+    def run(folder: Path) -> dict:
+        from spear_mm.train.loop import run_training
+
+        tcfg = OmegaConf.merge(
+            OmegaConf.structured(TrainConfig),
+            {**payload, "out": str(folder), "resume": "auto"},
+        )
+        OmegaConf.to_object(tcfg)
+        last = run_training(tcfg)
+        return {"adapted": str(folder / "final"), "last_metrics": _jsonable(last)}
+
+    return Stage("train", payload, run, resumable=True)
+
+
+def analyze_stage(cfg, base: Path, adapted: Path, upstream: str) -> Stage:
+    from spear_mm.analyze.config import AnalyzeConfig
+
+    payload = {"analyze": _section(cfg, "analyze"), "base": str(base), "train": upstream}
+
+    def run(folder: Path) -> dict:
+        from spear_mm.analyze.run import analyze
+
+        acfg = _stage_cfg(cfg, "analyze", AnalyzeConfig, base=base, adapted=adapted, out=folder)
+        doc = analyze(acfg)
+        return {"layer_ranking": doc.get("layer_ranking")}
+
+    return Stage("analyze", payload, run)
+
+
+def sweep_stage(cfg, base: Path, adapted: Path, analysis_dir: Path, upstream: list[str]) -> Stage:
+    from spear_mm.sweep.config import SweepConfig
+
+    payload = {"sweep": _section(cfg, "sweep"), "base": str(base), "upstream": upstream}
+
+    def run(folder: Path) -> dict:
+        from spear_mm.sweep.finish import run_sweep
+
+        scfg = _stage_cfg(
+            cfg, "sweep", SweepConfig, base=base, adapted=adapted, out=folder,
+            analysis=analysis_dir / "analysis.json",
+        )  # fmt: skip
+        doc = run_sweep(scfg)
+        return {"solver": _jsonable(doc.get("solver")), "verdict": _jsonable(doc.get("verdict"))}
+
+    return Stage("sweep", payload, run)
+
+
+def compare_stage(cfg, base: Path, adapted: Path, run_dir: Path, upstream: list[str]) -> Stage:
+    payload = {"compare": _section(cfg, "compare"), "base": str(base), "upstream": upstream}
+
+    def run(folder: Path) -> dict:
+        from spear_mm.pipeline.compare import compare_models
+
+        return compare_models(cfg.compare, base, adapted, run_dir, folder)
+
+    return Stage("compare", payload, run)
+
+
+def _jsonable(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+def run_study(cfg) -> int:
+    """Run every stage of the study for a validated RunConfig; writes the report."""
+    run_dir = Path(cfg.out).absolute()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base = resolve_model(cfg.model.name).absolute()
+    markers = []
+
+    train = run_stage(run_dir, train_stage(cfg, run_dir), _log)
+    markers.append(train)
+    adapted = Path(train["summary"]["adapted"])
+    analysis = run_stage(run_dir, analyze_stage(cfg, base, adapted, train["key"]), _log)
+    markers.append(analysis)
+    keys = [train["key"], analysis["key"]]
+    sweep = run_stage(run_dir, sweep_stage(cfg, base, adapted, run_dir / "analyze", keys), _log)
+    markers.append(sweep)
+    keys.append(sweep["key"])
+    compare = run_stage(run_dir, compare_stage(cfg, base, adapted, run_dir, keys), _log)
+    markers.append(compare)
+
+    from spear_mm.pipeline.findings import build_report
+    from spear_mm.pipeline.report import write_report
+
+    rep = build_report(cfg, run_dir, markers, fresh_seconds=time.perf_counter() - t0)
+    md, page = write_report(rep, run_dir)
+    _log(f"report: {md} ({page})")
+    for line in rep.findings:
+        _log(f"- {line}")
+    return 0

@@ -1,0 +1,75 @@
+"""End to end: `spear-mm run experiment=tiny` as a subprocess, then a cached re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(out, home, *extra):
+    env = {
+        **os.environ,
+        "SPEAR_MM_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "spear_mm.cli.main", "run", "experiment=tiny", f"out={out}", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
+    out, home = tmp_path / "study", tmp_path / "home"
+    first = _run(out, home)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for path in (
+        "report.md",
+        "report.html",
+        "config.yaml",
+        "run_info.json",
+        "train/final/config.json",
+        "analyze/analysis.json",
+        "analyze/layer_impact.png",
+        "sweep/sweep.json",
+        "sweep/frontier.png",
+        "sweep/selected_recipe.yaml",
+        "sweep/merged/config.json",
+        "compare/compare.json",
+    ):
+        assert (out / path).is_file(), path
+    rows = json.loads((out / "compare/compare.json").read_text())["rows"]
+    labels = [r["model"] for r in rows]
+    assert labels[:2] == ["base", "plain CPT (adapted)"]
+    assert any(label.startswith("SPEAR-MM balanced") for label in labels)
+    assert all(r["general_mc"] is not None for r in rows)
+    report = (out / "report.md").read_text()
+    assert "## Findings" in report and "depth baseline" in report
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+
+    again = _run(out, home)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for stage in ("train", "analyze", "sweep", "compare"):
+        assert f"[{stage}] cached" in again.stdout
+    assert json.loads((out / "compare/compare.json").read_text())["rows"] == rows
+
+    changed = _run(out, home, "sweep.target_recovered=0.3")
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    assert "[train] cached" in changed.stdout and "[analyze] cached" in changed.stdout
+    assert "[sweep] running" in changed.stdout
+
+
+def test_bad_override_is_one_line_exit_2(tmp_path):
+    res = _run(tmp_path / "x", tmp_path / "home", "sweep.base=/somewhere")
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "sweep.base" in res.stderr
+    assert not (tmp_path / "x").exists()
