@@ -18,7 +18,8 @@ import torch
 
 from spear_mm.errors import UserError
 from spear_mm.io.archmap import classify, is_tied
-from spear_mm.merge.apply import DtypePolicy, merge_tensor, new_rows
+from spear_mm.merge import kernels
+from spear_mm.merge.apply import DtypePolicy, all_finite, merge_tensor, new_rows
 from spear_mm.merge.plan import TensorPlan
 from spear_mm.merge.recipe import Recipe
 from spear_mm.merge.report import summarize
@@ -116,7 +117,47 @@ class InMemoryMerger:
             layer = classify(name).layer
             t = float(other_t if layer is None else layer_t[layer])
             plans[name] = TensorPlan(t=t, method=method, rule="layer_t")
+        if method == "lerp" and not stats:
+            plans = self._lerp_in_place(plans)
         return self._apply(plans, DtypePolicy(), stats=stats)
+
+    def _lerp_in_place(self, plans: dict[str, TensorPlan]) -> dict[str, TensorPlan]:
+        """Write LERP results straight into the parameters; returns the plans left to do.
+
+        The same operations as `kernels.lerp` (a·(1 − t) + b·t, each product rounded in the
+        compute dtype, then the sum), so the result is bit-identical to the disk executor's, but
+        with no temporary output tensor and no copy: about half the memory traffic per sweep
+        point. Tensors it cannot do this way (copies at t = 0 / 1, grown vocabularies, a compute
+        dtype other than the parameter's) go through the general path. Each held pair is checked
+        finite once, on first use; a convex combination of finite values is finite, so the
+        general path's output check need not be repeated per point.
+        """
+        rest = {}
+        checked = self.__dict__.setdefault("_finite_checked", set())
+        with torch.no_grad():
+            for name, plan in plans.items():
+                param = self.params[name]
+                a = self.base_state[self._base_name(name)]
+                b = self.adapted_state[name]
+                if not 0.0 < plan.t < 1.0 or a.shape != b.shape or b.shape != param.shape:
+                    rest[name] = plan
+                    continue
+                dtype = kernels.compute_dtype(a, b)
+                if dtype != param.dtype or param.device.type != "cpu":
+                    rest[name] = plan
+                    continue
+                if name not in checked:
+                    for which, x in (("base", a), ("adapted", b)):
+                        if not all_finite(x):
+                            raise UserError(
+                                f"tensor {name}: the {which} weights contain NaN or "
+                                "Inf; fix the checkpoint before merging"
+                            )
+                    checked.add(name)
+                t_c = torch.tensor(plan.t, dtype=dtype)
+                torch.mul(a.to(dtype), 1 - t_c, out=param)
+                param.add_(b.to(dtype) * t_c)
+        return rest
 
     def reset(self) -> None:
         """Put the adapted weights back."""
@@ -127,7 +168,8 @@ class InMemoryMerger:
     def _apply(self, plans: dict[str, TensorPlan], policy: DtypePolicy, stats: bool) -> dict:
         entries = {}
         with torch.no_grad():
-            for name, param in self.params.items():
+            for name, plan in plans.items():
+                param = self.params[name]
                 # Output dtype: the recipe's if it names one (rounded there, as on disk), then
                 # the parameter's own.
                 pol = DtypePolicy(

@@ -97,3 +97,26 @@ def test_missing_base_tensor_is_an_error(merger):
     del base["model.norm.weight"]
     with pytest.raises(UserError, match="model.norm.weight is not in the base"):
         InMemoryMerger(merger.model, base, merger.adapted_state)
+
+
+def test_in_place_lerp_fast_path_is_bit_identical(merger):
+    layer_t = [0.25, 0.5, 0.9, 0.0]
+    merger.apply_layer_t(layer_t, other_t=0.6, stats=True)  # general path (kernels.lerp)
+    want = _params(merger.model)
+    merger.reset()
+    report = merger.apply_layer_t(layer_t, other_t=0.6, stats=False)  # in place
+    got = _params(merger.model)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    assert report["summary"]["paths"]["copy"] == 9  # layer 3 (t = 0) is copied
+
+
+def test_in_place_lerp_refuses_non_finite_inputs(merger):
+    adapted = dict(merger.adapted_state)
+    bad = adapted["model.norm.weight"].clone()
+    bad[0] = float("nan")
+    adapted["model.norm.weight"] = bad
+    broken = InMemoryMerger(merger.model, merger.base_state, adapted)
+    with pytest.raises(UserError, match="model.norm.weight: the adapted weights contain NaN"):
+        broken.apply_layer_t([0.5] * 4, other_t=0.5)
+    merger.reset()
