@@ -40,6 +40,14 @@ def _models(run_dir: Path) -> list[tuple[str, Path | None]]:
     return rows
 
 
+def _recipe_body(recipe: Path | None) -> str | None:
+    """A recipe's rules without its comment lines (the solver adds its message as a comment)."""
+    if recipe is None:
+        return None
+    lines = recipe.read_text(encoding="utf-8").splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
 def _mc(model, tokenizer, tasks: list[str], limit: int) -> dict[str, float]:
     if not tasks or limit <= 0:
         return {}
@@ -76,8 +84,13 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
     probes = {n: Probe.named(n, **settings) for n in ("general", "finance")}
     layers = merger.num_layers
     rows = []
+    done: dict[str, dict] = {}  # recipe text → its row: the same recipe is scored once
     for label, recipe in _models(run_dir):
         t0 = time.perf_counter()
+        text = _recipe_body(recipe)
+        if text is not None and text in done:
+            rows.append({**done[text], "model": label, "recipe": str(recipe), "seconds": 0.0})
+            continue
         if label == "base":
             merger.apply_layer_t([0.0] * layers, other_t=0.0)
         elif recipe is None:
@@ -91,6 +104,8 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
         row["general_mc"] = mc.get("general_mc")
         row["finance_mc"] = mc.get("finance_mc")
         row["seconds"] = round(time.perf_counter() - t0, 2)
+        if text is not None:
+            done[text] = row
         print(
             f"spear-mm run: [compare] {label}: general bpb {row['general_bpb']:.4f}, "
             f"finance bpb {row['finance_bpb']:.4f}",

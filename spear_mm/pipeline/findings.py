@@ -62,6 +62,12 @@ def selected_finding(sel: dict | None, target: str) -> str:
 def uniform_finding(sel: dict | None, uni: dict | None) -> str | None:
     if not sel or not uni:
         return None
+    if "(uniform@" in sel["model"]:
+        return (
+            f"The solver's best recipe for this target is uniform interpolation of all layers "
+            f"({sel['model']}): no layer-aware recipe kept more domain gain at the target, so "
+            "here SPEAR-MM's layer awareness does not beat the uniform (WiSE-FT) baseline."
+        )
     d_gain = (sel.get("gain_kept") or 0) - (uni.get("gain_kept") or 0)
     d_rec = (sel.get("forgetting_recovered") or 0) - (uni.get("forgetting_recovered") or 0)
     better = d_gain >= 0 and d_rec >= 0 and (d_gain > 0 or d_rec > 0)
