@@ -48,9 +48,10 @@ def _recipe_body(recipe: Path | None) -> str | None:
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
-def _mc(model, tokenizer, tasks: list[str], limit: int) -> dict[str, float]:
+def _accuracy(model, tokenizer, tasks: list[str], limit: int) -> float | None:
+    """Mean primary score over `tasks` (suites expanded) with lm-eval; None when skipped."""
     if not tasks or limit <= 0:
-        return {}
+        return None
     from spear_mm.eval.harness import evaluate
 
     # MC prompts are short: a 1024-token context lets lm-eval batch them on the CPU.
@@ -63,12 +64,8 @@ def _mc(model, tokenizer, tasks: list[str], limit: int) -> dict[str, float]:
         use_cache=False,
         max_length=1024,
     )
-    out = {}
-    for task, entry in res["tasks"].items():
-        value = entry.get("score")
-        # Bundled suites expand to their lm-eval task names (general_mc → spear_general_mc).
-        out[task.removeprefix("spear_")] = float(value) if value is not None else None
-    return out
+    scores = [e["score"] for e in res["tasks"].values() if e.get("score") is not None]
+    return sum(scores) / len(scores) if scores else None
 
 
 def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path) -> dict:
@@ -100,9 +97,9 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
         row = {"model": label, "recipe": str(recipe) if recipe else None}
         for name, probe in probes.items():
             row[f"{name}_bpb"] = probe.score(merger.model, tokenizer).bpb
-        mc = _mc(merger.model, tokenizer, list(ccfg.mc_tasks), int(ccfg.mc_limit))
-        row["general_mc"] = mc.get("general_mc")
-        row["finance_mc"] = mc.get("finance_mc")
+        limit = int(ccfg.mc_limit)
+        row["general_mc"] = _accuracy(merger.model, tokenizer, list(ccfg.general_tasks), limit)
+        row["finance_mc"] = _accuracy(merger.model, tokenizer, list(ccfg.finance_tasks), limit)
         row["seconds"] = round(time.perf_counter() - t0, 2)
         if text is not None:
             done[text] = row
