@@ -24,15 +24,8 @@ from pathlib import Path
 import torch
 
 from spear_mm.errors import UserError
+from spear_mm.io.checkpoint import TOKENIZER_FILES
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-)
 _CHUNK = 16 << 20
 _FILE_MEMO: dict[tuple, str] = {}
 

@@ -183,17 +183,9 @@ def mean_retention(
     return average(per)
 
 
-def mean_gain_kept(
-    model: Mapping[str, float],
-    base: Mapping[str, float],
-    adapted: Mapping[str, float],
-    higher_is_better: bool | Mapping[str, bool],
-    *,
-    min_delta: float = 0.0,
-) -> Average:
-    """Average of per-task `gain_kept` over the tasks present in all three mappings."""
+def _mean_of(fn, model, base, adapted, higher_is_better, min_delta: float) -> Average:
     per = {
-        t: gain_kept(
+        t: fn(
             model[t],
             base[t],
             adapted[t],
@@ -203,6 +195,18 @@ def mean_gain_kept(
         for t in _common_tasks(model, base, adapted)
     }
     return average(per)
+
+
+def mean_gain_kept(
+    model: Mapping[str, float],
+    base: Mapping[str, float],
+    adapted: Mapping[str, float],
+    higher_is_better: bool | Mapping[str, bool],
+    *,
+    min_delta: float = 0.0,
+) -> Average:
+    """Average of per-task `gain_kept` over the tasks present in all three mappings."""
+    return _mean_of(gain_kept, model, base, adapted, higher_is_better, min_delta)
 
 
 def mean_forgetting_recovered(
@@ -214,17 +218,7 @@ def mean_forgetting_recovered(
     min_delta: float = 0.0,
 ) -> Average:
     """Average of per-task `forgetting_recovered` over the tasks present in all three mappings."""
-    per = {
-        t: forgetting_recovered(
-            model[t],
-            base[t],
-            adapted[t],
-            higher_is_better=_direction(higher_is_better, t),
-            min_delta=min_delta,
-        )
-        for t in _common_tasks(model, base, adapted)
-    }
-    return average(per)
+    return _mean_of(forgetting_recovered, model, base, adapted, higher_is_better, min_delta)
 
 
 def _pooled(

@@ -27,14 +27,17 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "model.pt", "pytorch_model.pt")
 PICKLE_INDEX = "pytorch_model.bin.index.json"
-# Files copied verbatim from the source model folder next to the written weights.
-AUX_FILES = (
+TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "tokenizer.model",
     "vocab.json",
     "merges.txt",
+)
+# Files copied verbatim from the source model folder next to the written weights.
+AUX_FILES = (
+    *TOKENIZER_FILES,
     "added_tokens.json",
     "generation_config.json",
     "chat_template.jinja",
