@@ -25,7 +25,7 @@ from spear_mm.testing import make_tiny_llama
 from spear_mm.train.checkpoint import STATE_DIR, list_checkpoints, read_trainer_state
 from spear_mm.train.metrics import read_metrics
 
-STEPS = 10
+STEPS = 12
 KILLS = 4
 SEED = 99
 WORDS = [
@@ -116,6 +116,8 @@ def test_kill_during_checkpoint_writes_then_resume_is_exact(tmp_path, rel, cli_e
     resumed_from = []
     for i in range(KILLS):
         before = _assert_resumable_checkpoints_complete(killed)
+        if before > STEPS - 4:
+            break  # keep a few steps after every kill, so no attempt can finish in the window
         resumed_from.append(before)
         proc = rel.start_cli(cli_env, *_args(setup, killed))
         # The n-th checkpoint this attempt writes: a fresh temp folder beside the checkpoints.
@@ -126,12 +128,13 @@ def test_kill_during_checkpoint_writes_then_resume_is_exact(tmp_path, rel, cli_e
             timeout=180,
         )
         assert hit, f"attempt {i}: the run ended before writing {target}"
-        time.sleep(rng.uniform(0.0, 0.25))
+        # Within the checkpoint's write window (tens of ms for this model on a loaded machine).
+        time.sleep(rng.uniform(0.0, 0.05))
         assert rel.kill_cli(proc) is None, f"attempt {i} finished before the kill"
         assert not (killed / "final").exists()
     newest = _assert_resumable_checkpoints_complete(killed)
     print("resumed from steps", resumed_from, "then", newest)
-    assert newest > 0 and resumed_from[-1] < STEPS  # the attempts made progress, not all of it
+    assert len(resumed_from) >= 2 and newest > 0  # several kills, and they made progress
 
     last = rel.run_cli(cli_env, *_args(setup, killed))
     assert last.returncode == 0, last.stderr[-2000:]
