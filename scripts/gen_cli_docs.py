@@ -1,6 +1,6 @@
 """Write docs/cli.md from the CLI's own --help output, so the reference never disagrees with it.
 
-    .venv/bin/python scripts/gen_cli_docs.py
+.venv/bin/python scripts/gen_cli_docs.py
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ VERBS = ("train", "analyze", "merge", "eval", "sweep", "run")
 def help_text(*args: str) -> str:
     res = subprocess.run(
         [sys.executable, "-m", "spear_mm.cli.main", *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     return (res.stdout or res.stderr).rstrip()
 
