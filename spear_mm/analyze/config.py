@@ -7,17 +7,14 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from spear_mm.errors import UserError
+from spear_mm.eval.config import ProbeSettings
 
 
 @dataclass
-class ProbeConfig:
-    """Fast bits-per-byte probes used by the ablation (see spear_mm.eval.probe)."""
+class ProbeConfig(ProbeSettings):
+    """Fast bits-per-byte probes used by the ablation, and which probe texts to score."""
 
     names: list[str] = field(default_factory=lambda: ["general", "finance"])
-    max_tokens: int = 4096
-    seq_len: int = 256
-    batch_size: int = 8
-    autocast_bf16: bool | None = None
 
 
 @dataclass

@@ -15,6 +15,16 @@ from spear_mm.train.config import ModelConfig
 
 
 @dataclass
+class ProbeSettings:
+    """Fast bits-per-byte probe settings (see spear_mm.eval.probe), shared by analyze and sweep."""
+
+    max_tokens: int = 4096
+    seq_len: int = 256
+    batch_size: int = 8
+    autocast_bf16: bool | None = None
+
+
+@dataclass
 class SuiteConfig:
     """One named suite: lm-eval task names, and whether they run without the network."""
 

@@ -8,21 +8,11 @@ from typing import Any
 from omegaconf import MISSING
 
 from spear_mm.errors import UserError
-from spear_mm.eval.config import SuiteConfig
+from spear_mm.eval.config import ProbeSettings, SuiteConfig
 from spear_mm.sweep.schedule import FAMILIES, NONLAYER_POLICIES
 
 DEFAULT_KNOBS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
 MIN_POINTS = 7
-
-
-@dataclass
-class SweepProbeConfig:
-    """Fast bits-per-byte probes scored at every point (see spear_mm.eval.probe)."""
-
-    max_tokens: int = 4096
-    seq_len: int = 256
-    batch_size: int = 8
-    autocast_bf16: bool | None = None
 
 
 @dataclass
@@ -42,7 +32,7 @@ class SweepConfig:
     refine_steps: int = 4  # bisection steps per family around the target crossing
     materialize: bool = False  # write the selected recipe's model into out/merged
     force: bool = False  # replace an existing out/merged
-    probe: SweepProbeConfig = field(default_factory=SweepProbeConfig)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)  # scored at every point
     # lm-eval suites scored at every point too (slow): the `suite/` group, as in `spear-mm eval`
     suite: dict[str, SuiteConfig] = field(default_factory=dict)
     suite_limit: Any = None  # documents per suite task
