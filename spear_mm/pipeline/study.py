@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from spear_mm.cli.hydra_app import validate
 from spear_mm.io.sources import resolve_model
 from spear_mm.pipeline.stages import Stage, run_stage
 
@@ -28,9 +29,7 @@ def _stage_cfg(cfg, section: str, schema, **fill):
     """The section as the stage's own typed config, with the pipeline's paths filled in."""
     data = _section(cfg, section)
     data.update({k: str(v) for k, v in fill.items()})
-    typed = OmegaConf.merge(OmegaConf.structured(schema), data)
-    OmegaConf.to_object(typed)  # the stage's own value checks
-    return typed
+    return validate(section, data, schema)  # the stage's own type and value checks
 
 
 def train_stage(cfg, run_dir: Path) -> Stage:
@@ -41,11 +40,7 @@ def train_stage(cfg, run_dir: Path) -> Stage:
     def run(folder: Path) -> dict:
         from spear_mm.train.loop import run_training
 
-        tcfg = OmegaConf.merge(
-            OmegaConf.structured(TrainConfig),
-            {**payload, "out": str(folder), "resume": "auto"},
-        )
-        OmegaConf.to_object(tcfg)
+        tcfg = validate("train", {**payload, "out": str(folder), "resume": "auto"}, TrainConfig)
         last = run_training(tcfg)
         return {"adapted": str(folder / "final"), "last_metrics": _jsonable(last)}
 
