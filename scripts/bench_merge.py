@@ -3,7 +3,8 @@
 
 Builds a random base checkpoint and an "adapted" copy (base + 1% relative noise), both in 500 MB
 shards, then times, side by side and in turns: the I/O floor (plain safetensors: read both
-checkpoints, write one), `spear-mm merge` and `mergekit-yaml` on the same SLERP recipe with
+checkpoints into memory, write one; safetensors returns memory-mapped views, so the floor copies
+the base tensors out, else it would never read them), `spear-mm merge` and `mergekit-yaml` on the same SLERP recipe with
 per-layer gradients (mergekit YAML, read by both tools). Each run is a child process; wall time
 and peak RSS come from getrusage of that child. Writes a table to docs/benchmarks.md (## Merge).
 
@@ -68,7 +69,7 @@ for shard in sorted(set(amap.values())):
         with safe_open(base / bshard, "pt") as fb:
             for n in names:
                 if bmap[n] == bshard:
-                    fb.get_tensor(n)
+                    fb.get_tensor(n).clone()  # a view of the mapping reads nothing: copy it
     save_file(tensors, str(out / shard))
 """
 WRAP = r"""

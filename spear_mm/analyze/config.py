@@ -28,6 +28,9 @@ class AnalyzeConfig:
     seed: int = 0
     score_spec: str | None = None  # JSON spec (or an analysis.json) fitted on another study
     fit: bool = False  # fit a spec on this study's ablation (reported as in-sample)
+    # analysis.json of another study of the same base with an ablation (a pilot CPT run): its
+    # per-layer general harm becomes the `prior` feature, validated like depth (docs/analyzer.md)
+    prior: str | None = None
     ablation: bool = False
     ablation_cache: bool = True  # replay activations below the restored layer
     select_k: list[int] = field(default_factory=lambda: [3, 6, 10])

@@ -10,9 +10,10 @@ def _title(doc: dict) -> str:
     val = doc.get("validation")
     if not val:
         return "Layer impact (weights only; run with ablation=true to validate)"
+    prior = f", reference-ablation prior {val['rho_prior']:+.2f}" if "rho_prior" in val else ""
     return (
         f"Spearman ρ vs ablation general harm: combined {val['rho_combined']:+.2f}, "
-        f"depth baseline {val['rho_depth']:+.2f}"
+        f"depth baseline {val['rho_depth']:+.2f}{prior}"
     )
 
 

@@ -70,6 +70,32 @@ def _measure_fn(cfg, tokenizer):
     return measure
 
 
+def load_prior(path: str, n_layers: int) -> list[float]:
+    """Per-layer general harm measured by the ablation of another study (its analysis.json).
+
+    Not a weight signal: a profile measured once (e.g. on a pilot CPT run of the same base) and
+    reused. The two studies must have the same layer count."""
+    import json
+
+    from spear_mm.errors import UserError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        harm = data["ablation"]["harm"]
+        values = [float(v) for v in harm.get(GENERAL) or next(iter(harm.values()))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as exc:
+        raise UserError(
+            f"analyze prior={path}: not an analysis.json with an ablation ({exc!r}); run that "
+            "study with ablation=true"
+        ) from None
+    if len(values) != n_layers:
+        raise UserError(
+            f"analyze prior={path}: {len(values)} layers there, {n_layers} in this model; the "
+            "prior must come from the same base architecture"
+        )
+    return values
+
+
 def ablation_analysis(base, adapted, weights: dict, score: list[float], cfg) -> dict:
     """Per-layer restore ablation, then the joint restores of each method's top-k layers."""
     from spear_mm.io.sources import load_model
@@ -90,6 +116,8 @@ def ablation_analysis(base, adapted, weights: dict, score: list[float], cfg) -> 
     truth = ranking(result["harm"][gen])
     depth = list(range(n))
     picks = {"score": ranking(score), "ablation": truth, "depth": depth}
+    if "prior" in weights["features"][0]:
+        picks["prior"] = ranking([f["prior"] for f in weights["features"]])
     selections = {
         f"{m}@{k}": order[:k] for k in cfg.select_k if k <= n for m, order in picks.items()
     }
@@ -129,6 +157,7 @@ def validation(features: list[dict], score: list[float], abl: dict, cfg) -> dict
         "target": "general_harm",
         "rho_combined": spearman(score, harm),
         "rho_depth": corr.get("depth", 0.0),
+        **({"rho_prior": corr["prior"]} if "prior" in corr else {}),
         "rho_signals": corr,
         "rho_signals_given_depth": signal_correlations(features, harm, control="depth"),
         "rho_combined_given_depth": partial_spearman(score, harm, [f["depth"] for f in features]),
@@ -156,6 +185,10 @@ def analyze(cfg) -> dict:
     with CheckpointReader(base_dir) as base, CheckpointReader(adapted_dir) as adapted:
         t0 = time.perf_counter()
         weights = weight_analysis(base, adapted, cfg)
+        if cfg.prior:
+            prior = load_prior(cfg.prior, weights["summary"]["num_layers"])
+            for f, v in zip(weights["features"], prior):
+                f["prior"] = v
         score = combined_score(weights["features"], spec)
         weights["seconds"] = time.perf_counter() - t0
         _log(

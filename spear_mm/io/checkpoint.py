@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from spear_mm.errors import UserError
 from spear_mm.io.atomic import atomic_dir
+from spear_mm.io.direct import ST_DTYPES, TensorFile
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -89,6 +90,7 @@ class CheckpointReader:
             raise UserError(f"model folder {self.folder} does not exist or is not a folder")
         self.config = self._read_config()
         self._handles: dict[str, object] = {}
+        self._files: dict[str, TensorFile] = {}
         self._pickled: dict[str, torch.Tensor] | None = None
         self._shard_of: dict[str, str] = {}
         self._load_layout(allow_pickle)
@@ -193,6 +195,20 @@ class CheckpointReader:
                 f"cannot read tensor {name} from {self.folder / shard}: {exc}"
             ) from None
 
+    def read(self, name: str) -> torch.Tensor:
+        """Like `get`, but into memory the caller owns: one positioned read, no memory map, so a
+        streaming job's resident memory is only the tensors it holds (io.direct says why).
+        Each shard's file stays open until `release`/`close`, never reopened per tensor."""
+        if name not in self._shard_of:
+            raise UserError(f"tensor {name} not found in {self.folder}")
+        if self._pickled is not None:
+            return self._pickled[name]
+        shard = self._shard_of[name]
+        f = self._files.get(shard)
+        if f is None:
+            f = self._files[shard] = TensorFile(_safe_member(self.folder, shard, "shard"))
+        return f.read(name)
+
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """(dtype, shape) without reading the data."""
         if self._pickled is not None:
@@ -224,9 +240,15 @@ class CheckpointReader:
         """Drop a shard's handle once it has been read (its memory map goes with the last tensor
         that views it). A later `get` from that shard reopens it."""
         self._handles.pop(shard, None)
+        f = self._files.pop(shard, None)
+        if f is not None:
+            f.close()
 
     def close(self) -> None:
         self._handles.clear()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
 
     def __enter__(self) -> CheckpointReader:
         return self
@@ -235,22 +257,8 @@ class CheckpointReader:
         self.close()
 
 
-_ST_DTYPES = {
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F64": torch.float64,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
 def _st_dtype(code: str) -> torch.dtype:
-    return _ST_DTYPES[code]
+    return ST_DTYPES[code]
 
 
 def parse_size(size: str | int | float) -> int:

@@ -1,11 +1,12 @@
-"""Streaming merge to disk: walk the adapted checkpoint shard by shard, merge, write shards.
+"""Streaming merge to disk: read tensor pairs in the adapted checkpoint's order, merge, write in place.
 
-Memory stays bounded: the main thread reads one tensor pair at a time in the adapted checkpoint's
-file order (base shards are opened once and kept by CheckpointReader, never reopened per tensor),
-at most `threads + 1` pairs are in flight in the kernel pool, and ShardedWriter holds the shard
-being filled plus one being written on its background thread. Results are handed to the writer in
-file order, and every kernel is deterministic for any thread count, so the output is
-bit-identical for any `threads`.
+Memory stays bounded by the tensors in flight, not by shards: the main thread reads one tensor pair
+at a time with positioned reads into memory it owns (`CheckpointReader.read`: no memory maps, each
+shard's file opened once), at most `threads + 1` pairs (and at most MAX_INFLIGHT_BYTES of inputs)
+are in the kernel pool, and each worker writes its result straight to its pre-planned offset in
+the output shard (`io.planned.PlannedWriter`), so nothing is buffered per shard. Output offsets
+are fixed before any kernel runs and every kernel is deterministic for any thread count, so the
+output is bit-identical for any `threads`.
 
 Everything that can be checked before writing is checked first (recipe, names, shapes, device), so
 a bad recipe leaves nothing on disk; an error during the merge (e.g. a NaN) removes the partial
@@ -26,13 +27,16 @@ from tqdm import tqdm
 from spear_mm.errors import UserError
 from spear_mm.io.archmap import classify, is_tied
 from spear_mm.io.archmap import num_layers as config_layers
-from spear_mm.io.checkpoint import CheckpointReader, ShardedWriter, dtype_name
+from spear_mm.io.checkpoint import CheckpointReader, dtype_name
+from spear_mm.io.planned import PlannedWriter
 from spear_mm.merge.apply import DtypePolicy, merge_tensor, new_rows
 from spear_mm.merge.plan import TensorPlan
 from spear_mm.merge.recipe import Recipe, check_match_patterns
 from spear_mm.merge.report import build_report
 
 REPORT_FILE = "merge_report.json"
+# Input bytes the kernel pool may hold at once (beyond one pair): bounds RSS on wide vocabularies.
+MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
 RECIPE_COPY = "merge_recipe.yaml"
 
 
@@ -161,8 +165,9 @@ def run_merge(
     policy = DtypePolicy(recipe.out_dtype, recipe.compute_dtype, recipe.round_to_compute)
     start = time.perf_counter()
     try:
-        with ShardedWriter(
+        with PlannedWriter(
             out,
+            output_layout(job, policy),
             source_dir=job.adapted.folder,
             max_shard_bytes=shard_size,
             dtype=recipe.out_dtype,
@@ -179,9 +184,24 @@ def run_merge(
     return report
 
 
+def output_layout(job: MergeJob, policy: DtypePolicy) -> list[tuple[str, torch.dtype, tuple]]:
+    """(name, dtype, shape) of every output tensor, in write order, from metadata alone: the
+    adapted shape (a grown vocabulary keeps its new rows) and the dtype `merge_tensor` returns."""
+    layout = []
+    for name in job.names:
+        a_dtype, shape = job.adapted.meta(name)
+        b_dtype = job.base.meta(job.base_names[name])[0]
+        if a_dtype.is_floating_point and b_dtype.is_floating_point:
+            out = policy.resolve(b_dtype, a_dtype)[1]
+        else:
+            out = a_dtype
+        layout.append((name, out, shape))
+    return layout
+
+
 def _stream(
     job: MergeJob,
-    writer: ShardedWriter,
+    writer: PlannedWriter,
     policy: DtypePolicy,
     threads: int,
     device: str,
@@ -200,41 +220,42 @@ def _stream(
         dynamic_ncols=True,
     )
 
+    def work(name: str, a: torch.Tensor, b: torch.Tensor) -> dict:
+        merged, entry = merge_tensor(
+            name, classify(name).kind, a, b, job.plans[name], policy, device=device
+        )
+        writer.add(name, merged)
+        return entry
+
+    held = 0  # input bytes held by pending work
+
     def drain_one() -> None:
+        nonlocal held
         name, nbytes, fut = pending.popleft()
-        tensor, entry = fut.result()
-        writer.add(name, tensor)
-        entries[name] = entry
-        bar.update(nbytes)
+        entries[name] = fut.result()
+        held -= nbytes
+        bar.update(job.adapted.nbytes(name))
 
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge")
     base_left = Counter(job.base.shard_of(job.base_names[n]) for n in job.names)
+    adapted_left = Counter(job.adapted.shard_of(n) for n in job.names)
     try:
-        for shard in job.adapted.shards:
-            for name in job.adapted.names_in(shard):
-                if name not in job.plans:
-                    continue  # the tied lm_head
-                a = job.base.get(job.base_names[name])
-                b = job.adapted.get(name)
-                fut = pool.submit(
-                    merge_tensor,
-                    name,
-                    classify(name).kind,
-                    a,
-                    b,
-                    job.plans[name],
-                    policy,
-                    device=device,
-                )
-                pending.append((name, job.adapted.nbytes(name), fut))
-                del a, b
-                base_shard = job.base.shard_of(job.base_names[name])
-                base_left[base_shard] -= 1
-                if not base_left[base_shard]:
-                    _release(job.base, base_shard)
-                while len(pending) > threads:
-                    drain_one()
-            _release(job.adapted, shard)
+        for name in job.names:
+            base_name = job.base_names[name]
+            a, b = job.base.read(base_name), job.adapted.read(name)
+            nbytes = a.nbytes + b.nbytes
+            pending.append((name, nbytes, pool.submit(work, name, a, b)))
+            held += nbytes
+            del a, b
+            for reader, shard, left in (
+                (job.base, job.base.shard_of(base_name), base_left),
+                (job.adapted, job.adapted.shard_of(name), adapted_left),
+            ):
+                left[shard] -= 1
+                if not left[shard]:
+                    reader.release(shard)  # finished with this shard: close its file
+            while pending and (len(pending) > threads or held > MAX_INFLIGHT_BYTES):
+                drain_one()
         while pending:
             drain_one()
     finally:
@@ -243,20 +264,6 @@ def _stream(
         pool.shutdown(wait=True)
         bar.close()
     return entries
-
-
-def _release(reader: CheckpointReader, shard: str) -> None:
-    """Drop the handle of a shard we have finished reading.
-
-    safetensors maps shards into memory and returns tensors that view the mapping; every page we
-    touched stays in the process's resident set until the mapping goes. Without this, a merge's
-    RSS grows to the size of both checkpoints. Tensors still referencing the mapping (copies
-    waiting in the writer) keep it alive until they are written. The shard is never reopened.
-    CheckpointReader has no public per-shard release yet, hence the private attribute.
-    """
-    handles = getattr(reader, "_handles", None)
-    if isinstance(handles, dict):
-        handles.pop(shard, None)
 
 
 def output_dtype_name(job: MergeJob) -> str:

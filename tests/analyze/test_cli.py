@@ -97,3 +97,32 @@ def test_cli_bad_input_exit_2(tmp_path, tiny_base):
         tmp_path,
     )
     assert proc.returncode == 2 and "svd_mode" in proc.stderr
+
+
+def test_cli_reference_ablation_prior(tmp_path, tiny_pair):
+    """prior=: another study's measured harm becomes a validated feature and a selection."""
+    base, adapted = tiny_pair
+    common = ["ablation=true", "probe.max_tokens=128", "probe.seq_len=64", "select_k=[2]"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    proc = _run([f"base={base}", f"adapted={adapted}", f"out={first}", *common], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    spec = tmp_path / "prior_spec.json"
+    spec.write_text(json.dumps({"weights": {"prior": 1.0}}))
+    args = [f"base={base}", f"adapted={adapted}", f"out={second}", f"prior={first}/analysis.json"]
+    proc = _run([*args, f"score_spec={spec}", "plot=false", *common], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ref = json.loads((first / "analysis.json").read_text())["ablation"]["harm"]["general"]
+    doc = json.loads((second / "analysis.json").read_text())
+    harm = doc["ablation"]["harm"]["general"]
+    assert [row["prior"] for row in doc["layers"]] == ref
+    assert doc["validation"]["rho_prior"] == spearman(ref, harm)
+    assert doc["validation"]["rho_combined"] == doc["validation"]["rho_prior"]
+    assert set(doc["validation"]["selection"]["2"]) == {"score", "ablation", "depth", "prior"}
+    # a prior without an ablation is refused in one line
+    no_abl = tmp_path / "no_abl.json"
+    no_abl.write_text(json.dumps({"ablation": None}))
+    proc = _run(
+        [f"base={base}", f"adapted={adapted}", f"out={tmp_path / 'x'}", f"prior={no_abl}"], tmp_path
+    )
+    assert proc.returncode == 2 and "prior=" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "x").exists()

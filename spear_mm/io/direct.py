@@ -1,0 +1,135 @@
+"""Direct safetensors I/O for streaming jobs: one `pread` per tensor in, one `pwrite` per tensor out.
+
+Why by hand: `safetensors.safe_open` memory-maps whole shards, and every page a job touches stays
+in its resident set until the handle goes (two 500 MB input shards are 1 GB of RSS); `save_file`
+needs every tensor of a shard in memory plus a serialised copy. A merge that must stay near a
+gigabyte needs neither. The format is small and documented: an 8-byte little-endian header
+length, a JSON header (`dtype`, `shape`, `data_offsets` relative to the end of the header, plus
+`__metadata__`), then the data. Files written here are read by `safe_open` and
+`from_pretrained` like any other (tests check both).
+
+- `read_entries` parses a shard's header; `TensorFile.read` reads one tensor into memory the
+  process owns (freed with the tensor, never a mapping).
+- `header_bytes` builds a header for a planned layout (used by `io.planned.PlannedWriter`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spear_mm.errors import UserError
+
+ST_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+ST_CODES = {dtype: code for code, dtype in ST_DTYPES.items()}
+HEADER_ALIGN = 8  # safetensors pads the header with spaces so the data starts 8-byte aligned
+MAX_HEADER = 100 * 1024 * 1024  # the limit safetensors itself enforces
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one tensor lives in a safetensors file (absolute byte offsets)."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+def read_entries(path: str | os.PathLike) -> dict[str, Entry]:
+    """{name: Entry} of a safetensors file; UserError naming the file if the header is bad."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than its 8-byte header length")
+            (size,) = struct.unpack("<Q", raw)
+            if size > MAX_HEADER:
+                raise ValueError(f"header of {size} bytes")
+            header = json.loads(f.read(size))
+            file_size = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"corrupt or truncated safetensors file {path}: {exc}") from None
+    start = 8 + size
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = ST_DTYPES[info["dtype"]]
+            lo, hi = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(d) for d in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(
+                f"safetensors file {path}: unreadable entry for tensor {name}"
+            ) from None
+        numel = 1
+        for d in shape:
+            numel *= d
+        if hi - lo != numel * itemsize(dtype) or start + hi > file_size or lo < 0:
+            raise UserError(f"corrupt or truncated safetensors file {path}: tensor {name}")
+        entries[name] = Entry(dtype, shape, start + lo, start + hi)
+    return entries
+
+
+def itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+class TensorFile:
+    """One safetensors shard opened for reads: a file descriptor kept open and its header."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.entries = read_entries(self.path)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def read(self, name: str) -> torch.Tensor:
+        """The tensor `name`, read into fresh memory with positioned reads (thread-safe)."""
+        e = self.entries[name]
+        buf = torch.empty(e.nbytes, dtype=torch.uint8)
+        view = memoryview(buf.numpy()) if e.nbytes else memoryview(b"")
+        done = 0
+        while done < e.nbytes:
+            n = os.preadv(self._fd, [view[done:]], e.begin + done)
+            if n <= 0:
+                raise UserError(f"corrupt or truncated safetensors file {self.path}: {name}")
+            done += n
+        return buf.view(e.dtype).reshape(e.shape)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def header_bytes(entries: list[tuple[str, torch.dtype, tuple[int, ...], int, int]]) -> bytes:
+    """The header (length prefix, JSON, space padding) for (name, dtype, shape, lo, hi) entries,
+    offsets relative to the data start."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    for name, dtype, shape, lo, hi in entries:
+        header[name] = {"dtype": ST_CODES[dtype], "shape": list(shape), "data_offsets": [lo, hi]}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % HEADER_ALIGN)
+    return struct.pack("<Q", len(raw)) + raw
