@@ -160,6 +160,7 @@ def write_recipe(work: Path, base: Path, adapted: Path, layers: int) -> Path:
 
 def measure(cmd: list[str], out: Path, work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # the previous run's dirty pages must not be flushed on the next run's time
     result_file = work / "measure.json"
     subprocess.run(
         [sys.executable, "-c", WRAP, str(result_file), *cmd],

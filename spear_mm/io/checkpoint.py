@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from spear_mm.errors import UserError
 from spear_mm.io.atomic import atomic_dir
-from spear_mm.io.direct import ST_DTYPES, TensorFile
+from spear_mm.io.direct import ST_DTYPES, BufferPool, TensorFile
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -195,10 +195,11 @@ class CheckpointReader:
                 f"cannot read tensor {name} from {self.folder / shard}: {exc}"
             ) from None
 
-    def read(self, name: str) -> torch.Tensor:
-        """Like `get`, but into memory the caller owns: one positioned read, no memory map, so a
-        streaming job's resident memory is only the tensors it holds (io.direct says why).
-        Each shard's file stays open until `release`/`close`, never reopened per tensor."""
+    def read(self, name: str, pool: BufferPool | None = None) -> torch.Tensor:
+        """Like `get`, but into memory the caller owns (a buffer from `pool` when given): one
+        positioned read, no memory map, so a streaming job's resident memory is only the tensors
+        it holds (io.direct says why). Each shard's file stays open until `release`/`close`,
+        never reopened per tensor. Pickle checkpoints return their in-memory tensor."""
         if name not in self._shard_of:
             raise UserError(f"tensor {name} not found in {self.folder}")
         if self._pickled is not None:
@@ -207,7 +208,7 @@ class CheckpointReader:
         f = self._files.get(shard)
         if f is None:
             f = self._files[shard] = TensorFile(_safe_member(self.folder, shard, "shard"))
-        return f.read(name)
+        return f.read(name, pool)
 
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """(dtype, shape) without reading the data."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,10 +107,11 @@ class TensorFile:
         self.entries = read_entries(self.path)
         self._fd = os.open(self.path, os.O_RDONLY)
 
-    def read(self, name: str) -> torch.Tensor:
-        """The tensor `name`, read into fresh memory with positioned reads (thread-safe)."""
+    def read(self, name: str, pool: BufferPool | None = None) -> torch.Tensor:
+        """The tensor `name`, read with positioned reads (thread-safe) into fresh memory, or into
+        a buffer from `pool` (hand it back with `pool.give` when done)."""
         e = self.entries[name]
-        buf = torch.empty(e.nbytes, dtype=torch.uint8)
+        buf = pool.take(e.nbytes) if pool is not None else torch.empty(e.nbytes, dtype=torch.uint8)
         view = memoryview(buf.numpy()) if e.nbytes else memoryview(b"")
         done = 0
         while done < e.nbytes:
@@ -122,6 +125,59 @@ class TensorFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class BufferPool:
+    """Byte buffers handed out and taken back for reuse, by exact size, thread-safe.
+
+    A streaming job that allocates a fresh buffer per tensor pays a page fault and a zeroed page
+    per 4 KiB: measured on a 1B merge, most of its system time (perf: clear_page, page faults,
+    unmap). A model repeats the same tensor sizes in every layer, so buffers taken back after one
+    layer serve the next. At most `max_free_bytes` are kept idle, the most recently returned
+    (older sizes, e.g. the embedding's, are dropped first); only buffers this pool handed out are
+    taken back (anything else passed to `give` is ignored, e.g. a tensor the caller holds).
+    """
+
+    def __init__(self, max_free_bytes: int):
+        self.max_free_bytes = max_free_bytes
+        self._free: OrderedDict[int, torch.Tensor] = OrderedDict()  # data_ptr -> idle buffer
+        self._issued: dict[int, torch.Tensor] = {}  # data_ptr -> buffer, while in use
+        self._free_bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        """A uint8 tensor of `nbytes` (contents undefined)."""
+        with self._lock:
+            key = next((k for k, b in reversed(self._free.items()) if b.numel() == nbytes), None)
+            buf = self._free.pop(key) if key is not None else None
+            if buf is not None:
+                self._free_bytes -= nbytes
+        if buf is None:
+            buf = torch.empty(nbytes, dtype=torch.uint8)
+        if nbytes:
+            with self._lock:
+                self._issued[buf.data_ptr()] = buf
+        return buf
+
+    def alloc(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A tensor of `shape` and `dtype` on a pooled buffer."""
+        numel = 1
+        for d in shape:
+            numel *= d
+        return self.take(numel * itemsize(dtype)).view(dtype).reshape(shape)
+
+    def give(self, *tensors: torch.Tensor) -> None:
+        """Take back the buffers under `tensors` (each once, however many views name it)."""
+        with self._lock:
+            for t in tensors:
+                buf = self._issued.pop(t.data_ptr(), None) if t.numel() else None
+                if buf is None:
+                    continue
+                self._free[buf.data_ptr()] = buf
+                self._free_bytes += buf.numel()
+            while self._free_bytes > self.max_free_bytes:
+                _, old = self._free.popitem(last=False)
+                self._free_bytes -= old.numel()
 
 
 def header_bytes(entries: list[tuple[str, torch.dtype, tuple[int, ...], int, int]]) -> bytes:

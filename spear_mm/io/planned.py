@@ -57,9 +57,8 @@ class PlannedWriter(ShardedWriter):
             head = header_bytes(group)
             fd = os.open(self.tmp / tmp_name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             self._fds.append(fd)
-            os.pwrite(fd, head, 0)
+            os.pwrite(fd, head, 0)  # no ftruncate: filling a pre-sized sparse file was 2x slower
             total = group[-1][4] if group else 0
-            os.ftruncate(fd, len(head) + total)
             for name, dtype, shape, lo, _hi in group:
                 self._where[name] = (k, len(head) + lo, dtype, shape)
             self._shards.append((tmp_name, [g[0] for g in group], total))

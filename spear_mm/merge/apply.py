@@ -10,6 +10,7 @@ A base with *more* rows, or any other shape difference, is an error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,16 +66,17 @@ def all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
-def _kernel(plan: TensorPlan, a, b, out_dtype, stats: bool, mergekit: bool):
+def _kernel(plan: TensorPlan, a, b, out_dtype, stats: bool, mergekit: bool, out=None):
+    kw = {"out_dtype": out_dtype, "out": out}
     if plan.method == "lerp":
-        return kernels.lerp(a, b, plan.t, out_dtype=out_dtype, stats=stats)
+        return kernels.lerp(a, b, plan.t, stats=stats, **kw)
     if plan.method == "slerp":
-        return kernels.slerp(a, b, plan.t, out_dtype=out_dtype, mergekit_rounding=mergekit)
+        return kernels.slerp(a, b, plan.t, mergekit_rounding=mergekit, **kw)
     if plan.method == "slerp_rowwise":
-        return kernels.slerp_rowwise(a, b, plan.t, out_dtype=out_dtype)
+        return kernels.slerp_rowwise(a, b, plan.t, **kw)
     if plan.method == "linear":
         wb, wa = plan.weights or (1.0 - plan.t, plan.t)
-        return kernels.linear(a, b, wb, wa, normalize=plan.normalize, out_dtype=out_dtype)
+        return kernels.linear(a, b, wb, wa, normalize=plan.normalize, **kw)
     raise ValueError(f"unknown method {plan.method}")
 
 
@@ -88,8 +90,12 @@ def merge_tensor(
     *,
     device: str | torch.device = "cpu",
     stats: bool = True,
+    alloc: Callable[[tuple, torch.dtype], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """(merged CPU tensor, report entry) for one tensor.
+
+    `alloc(shape, dtype)`, when given, supplies the kernel's output buffer on the CPU (the
+    streaming executor recycles buffers; a fresh page costs a fault and a zeroing).
 
     t = 0 / t = 1 (and their mergekit `linear` equivalents) copy the base / adapted tensor
     bit for bit (cast only if the output dtype differs). A non-finite result (merged or copied)
@@ -123,7 +129,10 @@ def merge_tensor(
         if compute is not None:
             a, b = a.to(compute), b.to(compute)
         kernel_out = compute if policy.round_to_compute else out
-        merged, st = _kernel(plan, a, b, kernel_out, stats, policy.round_to_compute)
+        buf = None
+        if alloc is not None and a.device.type == "cpu" and kernel_out == out:
+            buf = alloc(tuple(a.shape), out)
+        merged, st = _kernel(plan, a, b, kernel_out, stats, policy.round_to_compute, buf)
         merged = merged.to(out).cpu()
         entry.update(path=st.path, cos=st.cos)
         if st.fallback:

@@ -20,6 +20,7 @@ Conventions shared by every kernel:
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,27 @@ class KernelStats:
     cos: float | None = None
     fallback: bool = False
     max_angle: float | None = None
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(slot: str, n: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """This thread's reusable 1-D buffer `slot` of n elements (contents undefined).
+
+    Blocks are converted into scratch instead of fresh tensors: a fresh multi-MiB tensor per
+    block costs page faults and zeroing (most of a streaming merge's system time, measured), and
+    kernels run on pool threads, so each thread keeps its own. Elementwise results are the same
+    whether written to a new tensor or a buffer, so this changes no bits.
+    """
+    cache = getattr(_SCRATCH, "bufs", None)
+    if cache is None:
+        cache = _SCRATCH.bufs = {}
+    key = (slot, dtype, str(device))
+    buf = cache.get(key)
+    if buf is None or buf.numel() < n:
+        buf = cache[key] = torch.empty(n, dtype=dtype, device=device)
+    return buf[:n]
 
 
 def compute_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
@@ -105,8 +127,11 @@ def tensor_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float
     dtype = compute_dtype(a, b)
     fa, fb = _flat_pair(a, b)
     saa = sbb = sdd = 0.0
+    n = min(BLOCK, fa.numel())
+    sx, sy = _scratch("x", n, dtype, a.device), _scratch("y", n, dtype, a.device)
     for lo, hi in _blocks(fa.numel()):
-        pa, pb, pd = _block_sums(fa[lo:hi].to(dtype), fb[lo:hi].to(dtype))
+        x, y = sx[: hi - lo].copy_(fa[lo:hi]), sy[: hi - lo].copy_(fb[lo:hi])
+        pa, pb, pd = _block_sums(x, y)
         saa, sbb, sdd = saa + pa, sbb + pb, sdd + pd
     return _cosine_from_sums(saa, sbb, sdd), math.sqrt(saa), math.sqrt(sbb)
 
@@ -124,33 +149,51 @@ def mergekit_cosine(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 20) -> f
     dtype = compute_dtype(a, b)
     x, y = a.reshape(1, -1), b.reshape(1, -1)
     spans = [(lo, min(lo + chunk, x.shape[1])) for lo in range(0, x.shape[1], chunk)]
+    width = min(chunk, x.shape[1])
+    sx = _scratch("mk_x", width, dtype, a.device)
+    sy = _scratch("mk_y", width, dtype, a.device)
+
+    def conv(buf, v, lo, hi):  # == v[:, lo:hi].to(dtype), into scratch
+        return buf[: hi - lo].view(1, -1).copy_(v[:, lo:hi])
 
     def norm(v):
         parts = [
-            torch.linalg.vector_norm(v[:, lo:hi].to(dtype), dim=1, keepdim=True) for lo, hi in spans
+            torch.linalg.vector_norm(conv(sx, v, lo, hi), dim=1, keepdim=True) for lo, hi in spans
         ]
         n = torch.linalg.vector_norm(torch.stack(parts), dim=0)
         return torch.where(n > EPS, n, 1)
 
     na, nb = norm(x), norm(y)
     parts = [
-        ((x[:, lo:hi].to(dtype) / na) * (y[:, lo:hi].to(dtype) / nb)).sum(dim=1, keepdim=True)
+        conv(sx, x, lo, hi).div_(na).mul_(conv(sy, y, lo, hi).div_(nb)).sum(dim=1, keepdim=True)
         for lo, hi in spans
     ]
     return float(torch.stack(parts).sum(dim=0).clamp(-1, 1))
 
 
-def _combine(a, b, coef_a, coef_b, dtype, out_dtype, sums: bool = False):
+def _result(a: torch.Tensor, dtype, out_dtype, out: torch.Tensor | None) -> torch.Tensor:
+    """The output tensor: `out` when given (a caller's reusable buffer; checked), else new."""
+    want = out_dtype or dtype
+    if out is None:
+        return torch.empty(a.shape, dtype=want, device=a.device)
+    if out.shape != a.shape or out.dtype != want or out.device != a.device:
+        raise ValueError(f"out is {out.dtype} {tuple(out.shape)}, need {want} {tuple(a.shape)}")
+    return out
+
+
+def _combine(a, b, coef_a, coef_b, dtype, out_dtype, sums: bool = False, out=None):
     """out = coef_a·a + coef_b·b block by block (two products, one sum: mergekit's order).
 
     With `sums`, also returns (‖a‖², ‖b‖², ‖a − b‖²) from the same pass (see _block_sums)."""
-    out = torch.empty(a.shape, dtype=out_dtype or dtype, device=a.device)
+    out = _result(a, dtype, out_dtype, out)
     fa, fb, fo = a.reshape(-1), b.reshape(-1), out.view(-1)
     acc = [0.0, 0.0, 0.0]
+    n = min(BLOCK, fa.numel())
+    sx, sy = _scratch("x", n, dtype, a.device), _scratch("y", n, dtype, a.device)
     for lo, hi in _blocks(fa.numel()):
-        # copy=True: scaling in place must never touch the caller's tensor.
-        x = fa[lo:hi].to(dtype, copy=True)
-        y = fb[lo:hi].to(dtype, copy=True)
+        # Copies into scratch: scaling in place must never touch the caller's tensor.
+        x = sx[: hi - lo].copy_(fa[lo:hi])
+        y = sy[: hi - lo].copy_(fb[lo:hi])
         if sums:
             acc = [s + p for s, p in zip(acc, _block_sums(x, y))]
         fo[lo:hi].copy_(x.mul_(coef_a).add_(y.mul_(coef_b)))
@@ -174,14 +217,16 @@ def lerp(
     *,
     out_dtype: torch.dtype | None = None,
     stats: bool = True,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, KernelStats]:
-    """(1 − t)·a + t·b in the compute dtype; `stats=False` skips the cosine (faster)."""
+    """(1 − t)·a + t·b in the compute dtype; `stats=False` skips the cosine (faster). `out`: a
+    buffer of a's shape and the output dtype to write into (every kernel takes one)."""
     _check_pair(a, b)
     dtype = compute_dtype(a, b)
     t_c = _coef(t, dtype, a.device)
     if not stats:
-        return _combine(a, b, 1 - t_c, t_c, dtype, out_dtype), KernelStats("lerp")
-    out, cos = _combine(a, b, 1 - t_c, t_c, dtype, out_dtype, sums=True)
+        return _combine(a, b, 1 - t_c, t_c, dtype, out_dtype, out=out), KernelStats("lerp")
+    out, cos = _combine(a, b, 1 - t_c, t_c, dtype, out_dtype, sums=True, out=out)
     return out, KernelStats("lerp", cos)
 
 
@@ -211,6 +256,7 @@ def slerp(
     out_dtype: torch.dtype | None = None,
     threshold: float = DOT_THRESHOLD,
     mergekit_rounding: bool = False,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, KernelStats]:
     """Whole-tensor SLERP with mergekit 0.1.5's semantics.
 
@@ -224,7 +270,7 @@ def slerp(
     dtype = compute_dtype(a, b)
     cos = mergekit_cosine(a, b) if mergekit_rounding else tensor_cosine(a, b)[0]
     coef_a, coef_b, linear = slerp_coefficients(cos, t, dtype, threshold=threshold)
-    out = _combine(a, b, coef_a.to(a.device), coef_b.to(a.device), dtype, out_dtype)
+    out = _combine(a, b, coef_a.to(a.device), coef_b.to(a.device), dtype, out_dtype, out=out)
     return out, KernelStats("lerp" if linear else "slerp", cos, fallback=linear)
 
 
@@ -261,6 +307,7 @@ def slerp_rowwise(
     t: float,
     *,
     out_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, KernelStats]:
     """Row-wise SLERP with a stable angle and no linear fallback.
 
@@ -274,7 +321,7 @@ def slerp_rowwise(
     _check_pair(a, b)
     dtype = compute_dtype(a, b)
     ra, rb = _rows(a), _rows(b)
-    out = torch.empty(a.shape, dtype=out_dtype or dtype, device=a.device)
+    out = _result(a, dtype, out_dtype, out)
     ro = _rows(out)
     step = max(1, BLOCK // max(1, ra.shape[1]))
     max_angle = 0.0
@@ -296,6 +343,7 @@ def linear(
     *,
     normalize: bool = True,
     out_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, KernelStats]:
     """mergekit's `linear` method for two inputs: (w_a·a + w_b·b) / (w_a + w_b) (no division
     when `normalize` is False), accumulated the way mergekit does so results match it."""
@@ -303,7 +351,7 @@ def linear(
     dtype = compute_dtype(a, b)
     wa, wb = _coef(w_a, dtype, a.device), _coef(w_b, dtype, a.device)
     denom = torch.stack([wa, wb]).sum()
-    out = torch.empty(a.shape, dtype=out_dtype or dtype, device=a.device)
+    out = _result(a, dtype, out_dtype, out)
     fa, fb, fo = a.reshape(-1), b.reshape(-1), out.view(-1)
     for lo, hi in _blocks(fa.numel()):
         acc = torch.zeros(hi - lo, dtype=dtype, device=a.device)

@@ -7,6 +7,7 @@ only the sweep and what follows, and a changed training config recomputes everyt
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -23,6 +24,16 @@ def _log(msg: str) -> None:
 
 def _section(cfg, key: str) -> dict:
     return OmegaConf.to_container(cfg[key], resolve=True)
+
+
+def _digest(path) -> str | None:
+    """sha256 of a file named by the config (None when unset or unreadable: the stage says why)."""
+    if not path:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _stage_cfg(cfg, section: str, schema, **fill):
@@ -51,6 +62,9 @@ def analyze_stage(cfg, base: Path, adapted: Path, upstream: str) -> Stage:
     from spear_mm.analyze.config import AnalyzeConfig
 
     payload = {"analyze": _section(cfg, "analyze"), "base": str(base), "train": upstream}
+    files = {k: _digest(payload["analyze"].get(k)) for k in ("score_spec", "prior")}
+    if any(files.values()):  # a file edited in place must recompute the stage
+        payload["files"] = files
 
     def run(folder: Path) -> dict:
         from spear_mm.analyze.run import analyze

@@ -127,3 +127,38 @@ def test_planned_output_loads_with_transformers(tiny_base, tmp_path):
     got = AutoModelForCausalLM.from_pretrained(tmp_path / "copy")
     for (n, p), (_, q) in zip(ref.state_dict().items(), got.state_dict().items()):
         assert torch.equal(p, q), n
+
+
+def test_buffer_pool_reuses_by_size_and_bounds_idle_memory():
+    from spear_mm.io.direct import BufferPool
+
+    pool = BufferPool(max_free_bytes=300)
+    a = pool.alloc((10, 10), torch.float16)  # 200 bytes
+    ptr = a.data_ptr()
+    pool.give(a, a.view(torch.uint8))  # two views of one buffer: taken back once
+    again = pool.take(200)
+    assert again.data_ptr() == ptr  # reused, not a fresh allocation
+    other = pool.take(100)
+    pool.give(again, other)  # 300 bytes idle: at the cap
+    big = pool.take(250)
+    pool.give(big)  # 550 idle > 300: the oldest go first (200, then 100 bytes)
+    assert pool._free_bytes == 250 and [b.numel() for b in pool._free.values()] == [250]
+    foreign = torch.zeros(50, dtype=torch.uint8)
+    pool.give(foreign)  # never handed out: ignored, never recycled under its owner
+    assert pool.take(50).data_ptr() != foreign.data_ptr()
+
+
+def test_read_into_a_pooled_buffer(tmp_path):
+    from spear_mm.io.direct import BufferPool
+
+    tensors = _tensors()
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    f, pool = TensorFile(tmp_path / "m.safetensors"), BufferPool(1 << 20)
+    try:
+        first = f.read("w.bf16", pool)
+        ptr = first.data_ptr()
+        pool.give(first)
+        second = f.read("w.bf16", pool)
+        assert second.data_ptr() == ptr and _bits(second) == _bits(tensors["w.bf16"])
+    finally:
+        f.close()

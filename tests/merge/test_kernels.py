@@ -165,3 +165,25 @@ def test_bit_identical_across_thread_counts():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError):
         K.lerp(torch.zeros(2, 3), torch.zeros(3, 2), 0.5)
+
+
+def test_kernels_write_into_a_given_buffer_with_the_same_bits():
+    from spear_mm.merge import kernels
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(300, 70, generator=gen).to(torch.bfloat16)
+    b = (a.float() + 0.3 * torch.randn(300, 70, generator=gen)).to(torch.bfloat16)
+    for fn, kw in (
+        (kernels.lerp, {}),
+        (kernels.slerp, {}),
+        (kernels.slerp, {"mergekit_rounding": True}),
+        (kernels.slerp_rowwise, {}),
+    ):
+        fresh, _ = fn(a, b, 0.3, out_dtype=torch.bfloat16, **kw)
+        buf = torch.full_like(a, float("nan"))
+        got, _ = fn(a, b, 0.3, out_dtype=torch.bfloat16, out=buf, **kw)
+        assert got.data_ptr() == buf.data_ptr() and torch.equal(got, fresh), fn.__name__
+    got, _ = kernels.linear(a, b, 0.7, 0.3, out_dtype=torch.bfloat16, out=torch.empty_like(a))
+    assert torch.equal(got, kernels.linear(a, b, 0.7, 0.3, out_dtype=torch.bfloat16)[0])
+    with pytest.raises(ValueError, match="need"):
+        kernels.lerp(a, b, 0.5, out_dtype=torch.bfloat16, out=torch.empty(3, dtype=torch.bfloat16))

@@ -58,3 +58,20 @@ def test_resumable_stage_reenters_same_folder(tmp_path):
     with pytest.raises(_Killed):
         run_stage(tmp_path, Stage("train", {"lr": 2}, run, resumable=True), lambda _: None)
     assert seen[2] == ["stage_key.txt"]  # changed inputs: started over
+
+
+def test_analyze_key_follows_the_content_of_named_files(tmp_path):
+    """score_spec= / prior= files are keyed by content: editing one in place recomputes."""
+    from omegaconf import OmegaConf
+
+    from spear_mm.pipeline.study import analyze_stage
+
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"weights": {"depth": 1.0}}')
+    cfg = OmegaConf.create({"analyze": {"score_spec": str(spec), "prior": None}})
+    first = analyze_stage(cfg, tmp_path, tmp_path, "up").key
+    assert analyze_stage(cfg, tmp_path, tmp_path, "up").key == first
+    spec.write_text('{"weights": {"depth": 0.5}}')
+    assert analyze_stage(cfg, tmp_path, tmp_path, "up").key != first
+    plain = OmegaConf.create({"analyze": {"score_spec": None, "prior": None}})
+    assert "files" not in analyze_stage(plain, tmp_path, tmp_path, "up").payload
