@@ -75,3 +75,12 @@ def test_analyze_key_follows_the_content_of_named_files(tmp_path):
     assert analyze_stage(cfg, tmp_path, tmp_path, "up").key != first
     plain = OmegaConf.create({"analyze": {"score_spec": None, "prior": None}})
     assert "files" not in analyze_stage(plain, tmp_path, tmp_path, "up").payload
+
+
+def test_findings_call_a_rho_inside_the_noise_a_tie_with_depth():
+    from spear_mm.pipeline.findings import _versus_depth
+
+    assert _versus_depth(0.664, 0.662).startswith("ties with depth")
+    assert _versus_depth(0.80, 0.66) == "beats depth"
+    assert _versus_depth(0.40, 0.66) == "does not beat depth"
+    assert _versus_depth(None, 0.66) == "cannot be compared with depth"
