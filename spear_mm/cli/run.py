@@ -10,8 +10,8 @@ DESCRIPTION = (
     "with the uniform baseline -> the recipe that meets the target -> the merged model ->\n"
     "report.md / report.html. Stages are cached by their inputs: a re-run reuses finished\n"
     "stages, a changed target recomputes only the sweep and what follows.\n"
-    "Experiments: experiment=demo (SmolLM2-135M, ~15 min on 2 CPU cores), demo_full (full\n"
-    "ablation, larger probes), tiny (a random 4-layer model, seconds), llama31_8b_finance (GPUs)."
+    "Experiments: experiment=demo (SmolLM2-135M, ~15 min on 2 CPU cores), demo_full (~36 min:\n"
+    "8192-token probes, 4 families), tiny (a random 4-layer model, seconds), llama31_8b_finance (GPUs)."
 )
 
 

@@ -57,7 +57,9 @@ class PlannedWriter(ShardedWriter):
             head = header_bytes(group)
             fd = os.open(self.tmp / tmp_name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             self._fds.append(fd)
-            os.pwrite(fd, head, 0)  # not pre-sized: filling a sparse ftruncate-d file was slower here
+            os.pwrite(
+                fd, head, 0
+            )  # not pre-sized: filling a sparse ftruncate-d file was slower here
             total = group[-1][4] if group else 0
             for name, dtype, shape, lo, _hi in group:
                 self._where[name] = (k, len(head) + lo, dtype, shape)
