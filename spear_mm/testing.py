@@ -3,13 +3,16 @@
 `make_tiny_llama` writes a complete Hugging Face folder (config, safetensors, tokenizer) that
 `AutoModelForCausalLM.from_pretrained` loads and can generate from; `perturb_checkpoint` writes an
 "adapted" copy (base + seeded relative noise, optionally with extra vocabulary rows) so merge and
-analysis code can be exercised without training. Everything is seeded: the same arguments give
+analysis code can be exercised without training; `write_pseudo_corpus` writes small seeded JSONL
+corpora for training tests. Everything is seeded: the same arguments give
 bit-identical files.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from pathlib import Path
 
 import torch
@@ -150,3 +153,46 @@ def perturb_checkpoint(
                 if (src / aux).is_file():
                     (writer.tmp / aux).write_bytes((src / aux).read_bytes())
     return dst
+
+
+PSEUDO_WORDS = [
+    "market",
+    "bond",
+    "equity",
+    "loan",
+    "interest",
+    "rate",
+    "asset",
+    "ledger",
+    "stock",
+    "dividend",
+    "price",
+    "share",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "by",
+    "for",
+    "with",
+    "on",
+    "at",
+    "from",
+]
+
+
+def write_pseudo_corpus(
+    path: Path, n_docs: int, seed: int, prefix: str = "", max_words: int = 120
+) -> Path:
+    """`n_docs` seeded pseudo-text documents (20..max_words finance-flavoured words) as JSONL
+    (`text` field), for training tests."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n_docs):
+            words = [rng.choice(PSEUDO_WORDS) for _ in range(rng.randint(20, max_words))]
+            fh.write(json.dumps({"text": f"{prefix}{i}: " + " ".join(words) + "."}) + "\n")
+    return path

@@ -7,6 +7,7 @@ depth baseline; selection quality at each k) → ``report.write_outputs``.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from spear_mm.analyze.validate import (
     signal_correlations,
     spearman,
 )
+from spear_mm.errors import UserError
 from spear_mm.io.checkpoint import CheckpointReader
 
 GENERAL, DOMAIN = "general", "finance"
@@ -75,10 +77,6 @@ def load_prior(path: str, n_layers: int) -> list[float]:
 
     Not a weight signal: a profile measured once (e.g. on a pilot CPT run of the same base) and
     reused. The two studies must have the same layer count."""
-    import json
-
-    from spear_mm.errors import UserError
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         harm = data["ablation"]["harm"]

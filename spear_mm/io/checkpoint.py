@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from spear_mm.errors import UserError
 from spear_mm.io.atomic import atomic_dir
-from spear_mm.io.direct import ST_DTYPES, BufferPool, TensorFile
+from spear_mm.io.direct import ST_DTYPES, BufferPool, TensorFile, nbytes_of
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -216,14 +216,10 @@ class CheckpointReader:
             t = self._pickled[name]
             return t.dtype, tuple(t.shape)
         sl = self._open(self._shard_of[name]).get_slice(name)
-        return _st_dtype(sl.get_dtype()), tuple(sl.get_shape())
+        return ST_DTYPES[sl.get_dtype()], tuple(sl.get_shape())
 
     def nbytes(self, name: str) -> int:
-        dtype, shape = self.meta(name)
-        n = 1
-        for d in shape:
-            n *= d
-        return n * torch.tensor([], dtype=dtype).element_size()
+        return nbytes_of(*self.meta(name))
 
     def iter_shard(self, shard: str) -> Iterator[tuple[str, torch.Tensor]]:
         for name in self._by_shard[shard]:
@@ -256,10 +252,6 @@ class CheckpointReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _st_dtype(code: str) -> torch.dtype:
-    return ST_DTYPES[code]
 
 
 def parse_size(size: str | int | float) -> int:

@@ -16,6 +16,7 @@ length, a JSON header (`dtype`, `shape`, `data_offsets` relative to the end of t
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import threading
@@ -86,17 +87,15 @@ def read_entries(path: str | os.PathLike) -> dict[str, Entry]:
             raise UserError(
                 f"safetensors file {path}: unreadable entry for tensor {name}"
             ) from None
-        numel = 1
-        for d in shape:
-            numel *= d
-        if hi - lo != numel * itemsize(dtype) or start + hi > file_size or lo < 0:
+        if hi - lo != nbytes_of(dtype, shape) or start + hi > file_size or lo < 0:
             raise UserError(f"corrupt or truncated safetensors file {path}: tensor {name}")
         entries[name] = Entry(dtype, shape, start + lo, start + hi)
     return entries
 
 
-def itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+def nbytes_of(dtype: torch.dtype, shape) -> int:
+    """Bytes of a dense tensor of `dtype` and `shape` (no tensor is made)."""
+    return math.prod(shape) * dtype.itemsize
 
 
 class TensorFile:
@@ -161,10 +160,7 @@ class BufferPool:
 
     def alloc(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A tensor of `shape` and `dtype` on a pooled buffer."""
-        numel = 1
-        for d in shape:
-            numel *= d
-        return self.take(numel * itemsize(dtype)).view(dtype).reshape(shape)
+        return self.take(nbytes_of(dtype, shape)).view(dtype).reshape(shape)
 
     def give(self, *tensors: torch.Tensor) -> None:
         """Take back the buffers under `tensors` (each once, however many views name it)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from spear_mm.io.checkpoint import ShardedWriter
-from spear_mm.io.direct import header_bytes, itemsize
+from spear_mm.io.direct import header_bytes, nbytes_of
 
 
 class PlannedWriter(ShardedWriter):
@@ -42,10 +42,7 @@ class PlannedWriter(ShardedWriter):
         groups: list[list[tuple]] = [[]]
         size = 0
         for name, dtype, shape in layout:
-            numel = 1
-            for d in shape:
-                numel *= d
-            nbytes = numel * itemsize(dtype)
+            nbytes = nbytes_of(dtype, shape)
             if groups[-1] and size + nbytes > self.max_shard_bytes:
                 groups.append([])
                 size = 0

@@ -11,7 +11,6 @@ that of tests/train/test_resume.py, aimed at the write window.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -21,49 +20,22 @@ import torch
 from safetensors.torch import load_file
 
 from spear_mm.io.checkpoint import CheckpointReader
-from spear_mm.testing import make_tiny_llama
+from spear_mm.testing import make_tiny_llama, write_pseudo_corpus
 from spear_mm.train.checkpoint import STATE_DIR, list_checkpoints, read_trainer_state
 from spear_mm.train.metrics import read_metrics
 
 STEPS = 12
 KILLS = 4
 SEED = 99
-WORDS = [
-    "market",
-    "bond",
-    "equity",
-    "loan",
-    "rate",
-    "asset",
-    "ledger",
-    "stock",
-    "price",
-    "share",
-    "the",
-    "a",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("rel_train")
     model = make_tiny_llama(root / "model", num_layers=2, hidden=128, seed=5)
-    rng = random.Random(0)
-    paths = []
-    for name, n in (("domain", 60), ("general", 40)):
-        lines = [
-            json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 100)))})
-            for _ in range(n)
-        ]
-        path = root / f"{name}.jsonl"
-        path.write_text("\n".join(lines) + "\n")
-        paths.append(path)
-    return model, paths[0], paths[1]
+    domain = write_pseudo_corpus(root / "domain.jsonl", 60, seed=0, max_words=100)
+    general = write_pseudo_corpus(root / "general.jsonl", 40, seed=1, max_words=100)
+    return model, domain, general
 
 
 def _args(setup, out: Path) -> list[str]:

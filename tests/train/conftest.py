@@ -2,53 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
 
 from spear_mm.testing import make_tiny_llama
+from spear_mm.testing import write_pseudo_corpus as write_corpus
 from spear_mm.train.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
-
-WORDS = [
-    "market",
-    "bond",
-    "equity",
-    "loan",
-    "interest",
-    "rate",
-    "asset",
-    "ledger",
-    "stock",
-    "dividend",
-    "price",
-    "share",
-    "the",
-    "a",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "was",
-    "by",
-    "for",
-    "with",
-    "on",
-    "at",
-    "from",
-]
-
-
-def write_corpus(path: Path, n_docs: int, seed: int, prefix: str = "") -> Path:
-    """`n_docs` seeded pseudo-text documents as JSONL (`text` field)."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as fh:
-        for i in range(n_docs):
-            words = [rng.choice(WORDS) for _ in range(rng.randint(20, 120))]
-            fh.write(json.dumps({"text": f"{prefix}{i}: " + " ".join(words) + "."}) + "\n")
-    return path
 
 
 @pytest.fixture(scope="session")
