@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
         "--shard-size", default="5GB", help="largest output shard, e.g. 500MB or 5GB (default 5GB)"
     )
     p.add_argument(
+        "--buffered-io",
+        action="store_true",
+        help="write through the page cache even on a local disk (default there: direct I/O, "
+        "see docs/merge.md); same files either way",
+    )
+    p.add_argument(
         "--allow-pickle",
         action="store_true",
         help="also read .bin/.pt checkpoints (loaded with weights_only=True)",
@@ -65,6 +71,7 @@ def main(argv: list[str]) -> int:
         shard_size=args.shard_size,
         allow_pickle=args.allow_pickle,
         progress=not args.quiet,
+        direct_io=False if args.buffered_io else None,
     )
     if not args.quiet:
         s = report["summary"]

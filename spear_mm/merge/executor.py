@@ -153,9 +153,11 @@ def run_merge(
     shard_size: int | str = "5GB",
     allow_pickle: bool = False,
     progress: bool = True,
+    direct_io: bool | None = None,
 ) -> dict:
     """Merge `recipe` into the folder `out` and return the report (also written beside the
-    weights as merge_report.json)."""
+    weights as merge_report.json). `direct_io`: None picks by file system, False never
+    (`io.planned.PlannedWriter`); the files are the same either way."""
     if threads < 1:
         raise UserError(f"--threads {threads}: must be at least 1")
     device = check_device(device)
@@ -175,6 +177,7 @@ def run_merge(
             max_shard_bytes=shard_size,
             dtype=recipe.out_dtype,
             force=force,
+            direct=direct_io,
         ) as writer:
             with _merge_settings(1 if device == "cpu" else None):
                 entries = _stream(job, writer, policy, threads, device, progress)

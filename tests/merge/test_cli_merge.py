@@ -36,7 +36,12 @@ def test_merge_native_recipe_then_force(tmp_path, mh, pair):
 
     again = cli(recipe, "--out", out)
     assert again.returncode == 2 and "--force" in again.stderr
-    assert cli(recipe, "--out", out, "--force", "--quiet").returncode == 0
+    first = {p.name: p.read_bytes() for p in out.glob("*.safetensors")}
+    again = cli(
+        recipe, "--out", out, "--force", "--quiet", "--buffered-io", "--shard-size", "200KB"
+    )
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.read_bytes() for p in out.glob("*.safetensors")} == first
 
 
 def test_bad_recipe_exit_2_one_line_nothing_written(tmp_path, mh, pair):

@@ -169,11 +169,11 @@ def test_bit_identical_across_runs_and_threads(tmp_path, untied_bf16_pair):
         "default": [0.2, 0.9],
         "rules": [{"kinds": "mlp", "method": "slerp_rowwise", "t": 0.6}],
     }
-    runs = [("t1", 1), ("t3", 3), ("t1b", 1)]
-    for out, threads in runs:
-        merge(tmp_path, data, out=out, threads=threads, shard_size="100KB")
+    runs = [("t1", 1, None), ("t3", 3, None), ("t1b", 1, None), ("paged", 3, False)]
+    for out, threads, direct in runs:  # direct=False: through the page cache, same bytes
+        merge(tmp_path, data, out=out, threads=threads, shard_size="100KB", direct_io=direct)
     files = sorted(p.name for p in (tmp_path / "t1").iterdir())
-    for out, _ in runs[1:]:
+    for out, _, _ in runs[1:]:
         assert sorted(p.name for p in (tmp_path / out).iterdir()) == files
         for name in files:
             if name == REPORT_FILE:  # names its own recipe file; the rest must agree

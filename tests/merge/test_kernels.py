@@ -187,3 +187,27 @@ def test_kernels_write_into_a_given_buffer_with_the_same_bits():
     assert torch.equal(got, kernels.linear(a, b, 0.7, 0.3, out_dtype=torch.bfloat16)[0])
     with pytest.raises(ValueError, match="need"):
         kernels.lerp(a, b, 0.5, out_dtype=torch.bfloat16, out=torch.empty(3, dtype=torch.bfloat16))
+
+
+def test_mergekit_rounding_decides_like_mergekit_near_the_threshold():
+    # A pair whose exact cosine sits just above the threshold, where mergekit's fp32 cosine
+    # (which runs ~6e-5 low on 2M elements) falls below it: mergekit takes the SLERP path.
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(1024, 2048, generator=g)
+    a = w.to(torch.bfloat16)
+    b = (w + 0.0312 * torch.randn(1024, 2048, generator=g)).to(torch.bfloat16)
+    exact = ref_slerp64(a, b, 0.3)[1]
+    mk = K.mergekit_cosine(a, b)
+    assert mk < K.DOT_THRESHOLD < exact
+    native, st = K.slerp(a, b, 0.3, out_dtype=torch.bfloat16)
+    assert st.fallback and st.cos == pytest.approx(exact, abs=1e-7)
+    assert torch.equal(native, K.lerp(a, b, 0.3, out_dtype=torch.bfloat16)[0])
+    ours, st_mk = K.slerp(a, b, 0.3, out_dtype=torch.bfloat16, mergekit_rounding=True)
+    assert st_mk.path == "slerp" and not st_mk.fallback and st_mk.cos == mk
+    coef_a, coef_b, linear = K.slerp_coefficients(mk, 0.3)
+    assert not linear
+    ref = (coef_a * a.float() + coef_b * b.float()).to(torch.bfloat16)
+    assert torch.equal(ours, ref)  # mergekit's order of operations, bit for bit
+    # Far from the threshold the accurate cosine decides alone (mergekit's is not computed).
+    far, st_far = K.slerp(a, a, 0.3, out_dtype=torch.bfloat16, mergekit_rounding=True)
+    assert st_far.fallback and st_far.cos == pytest.approx(1.0) and torch.equal(far, a)
