@@ -120,6 +120,12 @@ def ablation_analysis(base, adapted, weights: dict, score: list[float], cfg) -> 
         f"{m}@{k}": order[:k] for k in cfg.select_k if k <= n for m, order in picks.items()
     }
     abl.run_selections(selections)
+    # The probe size sets the ablation's noise (docs/benchmarks.md): the report warns when small.
+    result["probe"] = {
+        "names": list(cfg.probe.names),
+        "max_tokens": cfg.probe.max_tokens,
+        "seq_len": cfg.probe.seq_len,
+    }
     if cfg.lm_eval_tasks:
         result["lm_eval"] = _lm_eval(model, tok, abl, cfg)
     return result

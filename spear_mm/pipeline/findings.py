@@ -20,6 +20,10 @@ PAPER_GAIN_KEPT = 0.94
 
 # ρ differences below this are inside the probe noise measured here (docs/analyzer.md).
 RHO_MARGIN = 0.05
+# An ablation with fewer probe tokens than this is noisy: at 2048 tokens its general-harm ranking
+# agreed with an 8192-token ablation of the same pair only at ρ 0.69 (docs/benchmarks.md, Analyze).
+PRECISE_PROBE_TOKENS = 8192
+SMALL_PROBE_RHO = 0.69
 
 
 def _versus_depth(rho: float | None, depth: float | None) -> str:
@@ -113,6 +117,15 @@ def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
         f"against the ablation's general harm; the depth baseline (earliest layers first) reaches "
         f"ρ = {fmt(depth, 2)}: the weight-only score {_versus_depth(rho, depth)}."
     ]
+    tokens = ((analysis.get("ablation") or {}).get("probe") or {}).get("max_tokens")
+    if tokens is not None and tokens < PRECISE_PROBE_TOKENS:
+        lines.append(
+            f"Caution: the ablation used {tokens}-token probes. At 2048 tokens an ablation's "
+            f"ranking agreed with an {PRECISE_PROBE_TOKENS}-token one of the same pair only at "
+            f"ρ {SMALL_PROBE_RHO}, so ρ values here are capped near that and differences of ~0.1 "
+            f"are noise; rerun with analyze.probe.max_tokens={PRECISE_PROBE_TOKENS} to judge a "
+            "ranking."
+        )
     table = [
         {"signal": "combined weight-only score", "rho": rho, "note": "shipped ranking"},
         {"signal": "depth (earliest first)", "rho": depth, "note": "baseline"},

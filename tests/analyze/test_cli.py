@@ -62,6 +62,7 @@ def test_cli_writes_every_output(tmp_path, tiny_pair):
     assert val["rho_combined"] == spearman(doc["combined_score"], harm)
     assert val["rho_depth"] == spearman([3.0, 2.0, 1.0, 0.0], harm)
     assert set(val["selection"]["2"]) == {"score", "ablation", "depth"}
+    assert doc["ablation"]["probe"]["max_tokens"] == 128  # the report warns on small probes
     assert doc["fitted_spec"]["notes"] and doc["timing"]["cost_ratio_weight_over_ablation"] > 0
     assert (out / "layer_impact.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the fitted spec is reusable on another study

@@ -84,3 +84,15 @@ def test_findings_call_a_rho_inside_the_noise_a_tie_with_depth():
     assert _versus_depth(0.80, 0.66) == "beats depth"
     assert _versus_depth(0.40, 0.66) == "does not beat depth"
     assert _versus_depth(None, 0.66) == "cannot be compared with depth"
+
+
+def test_findings_warn_when_the_ablation_probes_are_small():
+    from spear_mm.pipeline.findings import analyzer_findings
+
+    val = {"rho_combined": 0.21, "rho_depth": 0.16, "rho_signals": {}}
+    small = {"validation": val, "ablation": {"probe": {"max_tokens": 2048}}}
+    lines, _ = analyzer_findings(small)
+    assert any(line.startswith("Caution: the ablation used 2048-token probes") for line in lines)
+    precise = {"validation": val, "ablation": {"probe": {"max_tokens": 8192}}}
+    assert not any("Caution" in line for line in analyzer_findings(precise)[0])
+    assert not any("Caution" in line for line in analyzer_findings({"validation": val})[0])
