@@ -261,16 +261,21 @@ def render(results: dict[str, list[dict]], n_params: int, args) -> str:
     )
 
 
+MARKER = "<!-- end of the table bench_merge.py writes; notes below are kept -->"
+
+
 def update_doc(path: Path, table: str) -> None:
-    """Replace (or append) the `## Merge` section, leaving the other sections alone."""
+    """Replace the `## Merge` section's generated part (up to MARKER, or the whole section when
+    there is no marker), leaving the notes after the marker and the other sections alone."""
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    section = "## Merge\n\n" + table
+    section = "## Merge\n\n" + table + "\n" + MARKER + "\n\n"
     start = text.find("## Merge\n")
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end < 0 else text[end:])
+        mark = text.find(MARKER, start)
+        end = mark + len(MARKER) + 1 if mark >= 0 else text.find("\n## ", start + 1)
+        text = text[:start] + section + ("" if end < 0 else text[end:].lstrip("\n"))
     path.write_text(text)
 
 
