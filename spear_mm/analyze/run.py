@@ -16,9 +16,9 @@ from spear_mm.analyze import aggregate
 from spear_mm.analyze.ablation import Ablation, LayerRestorer, selection_quality
 from spear_mm.analyze.stream import resolve_device, stream_signals
 from spear_mm.analyze.validate import (
-    DEFAULT_WEIGHTS,
     ScoreSpec,
     combined_score,
+    default_spec,
     fit_spec,
     partial_spearman,
     ranking,
@@ -185,7 +185,7 @@ def analyze(cfg) -> dict:
 
         torch.set_num_threads(int(cfg.threads))
     base_dir, adapted_dir = resolve_model(cfg.base), resolve_model(cfg.adapted)
-    spec = ScoreSpec.load(cfg.score_spec) if cfg.score_spec else ScoreSpec(dict(DEFAULT_WEIGHTS))
+    spec = ScoreSpec.load(cfg.score_spec) if cfg.score_spec else None
     with CheckpointReader(base_dir) as base, CheckpointReader(adapted_dir) as adapted:
         t0 = time.perf_counter()
         weights = weight_analysis(base, adapted, cfg)
@@ -193,6 +193,8 @@ def analyze(cfg) -> dict:
             prior = load_prior(cfg.prior, weights["summary"]["num_layers"])
             for f, v in zip(weights["features"], prior):
                 f["prior"] = v
+        if spec is None:
+            spec = default_spec(weights["features"])
         score = combined_score(weights["features"], spec)
         weights["seconds"] = time.perf_counter() - t0
         _log(

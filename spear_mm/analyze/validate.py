@@ -15,11 +15,14 @@ from pathlib import Path
 
 from spear_mm.errors import UserError
 
-# The shipped default is a prior, not a fit: the pilot here found depth (earliest layers first)
-# the best single predictor of per-layer general harm, so depth leads and the activation-free
-# output-change proxy breaks ties at half weight. Replace it with a spec fitted on one study and
-# checked on another (score_spec=FILE); docs/benchmarks.md ## Analyze has the status.
-DEFAULT_WEIGHTS = {"depth": 1.0, "out_drift": 0.5}
+# The shipped default: depth (earliest layers first) plus the relative drift of the MLP up
+# projection, equal weights. Chosen among simple specs on two SmolLM2 CPT seeds (8192-token
+# ablations) and then checked on a third it had not seen: rho 0.73 / 0.68 / 0.79 against depth's
+# 0.66 / 0.57 / 0.71 (docs/benchmarks.md, ## Analyze). Models without an MLP up projection fall
+# back to depth alone (FALLBACK_WEIGHTS). Replace it with a spec checked on your own studies
+# (score_spec=FILE).
+DEFAULT_WEIGHTS = {"depth": 1.0, "rel_drift:mlp_up": 1.0}
+FALLBACK_WEIGHTS = {"depth": 1.0}
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)
 
 
@@ -104,6 +107,17 @@ def rank01(values: list[float]) -> list[float]:
     if n < 2:
         return [0.5] * n
     return [(r - 1.0) / (n - 1.0) for r in ranks(values)]
+
+
+def default_spec(features: list[dict[str, float]]) -> ScoreSpec:
+    """DEFAULT_WEIGHTS when the model has every feature they use, else FALLBACK_WEIGHTS (noted)."""
+    if features and all(name in f for f in features for name in DEFAULT_WEIGHTS):
+        return ScoreSpec(dict(DEFAULT_WEIGHTS))
+    missing = sorted({n for n in DEFAULT_WEIGHTS if any(n not in f for f in features)})
+    return ScoreSpec(
+        dict(FALLBACK_WEIGHTS),
+        notes=[f"default score without {', '.join(missing)} (not in this model): depth alone"],
+    )
 
 
 def combined_score(features: list[dict[str, float]], spec: ScoreSpec) -> list[float]:

@@ -100,3 +100,17 @@ def test_partial_spearman_removes_depth():
     rxy, rxz, ryz = (validate.spearman(*p) for p in ((x, y), (x, z), (y, z)))
     expect = (rxy - rxz * ryz) / ((1 - rxz**2) * (1 - ryz**2)) ** 0.5
     assert validate.partial_spearman(x, y, z) == pytest.approx(expect)
+
+
+def test_default_spec_uses_the_mlp_up_drift_and_falls_back_to_depth():
+    from spear_mm.analyze.validate import DEFAULT_WEIGHTS, FALLBACK_WEIGHTS, default_spec
+
+    full = [{"depth": 3 - i, "rel_drift:mlp_up": v} for i, v in enumerate([0.1, 0.4, 0.2, 0.3])]
+    spec = default_spec(full)
+    assert spec.weights == DEFAULT_WEIGHTS and not spec.notes
+    # depth rank01 [1, 2/3, 1/3, 0] + drift rank01 [0, 1, 1/3, 2/3]
+    assert validate.ranking(validate.combined_score(full, spec)) == [1, 0, 2, 3]
+    no_mlp = [{"depth": 1.0, "rel_drift": 0.2}, {"depth": 0.0, "rel_drift": 0.1}]
+    spec = default_spec(no_mlp)
+    assert spec.weights == FALLBACK_WEIGHTS and "rel_drift:mlp_up" in spec.notes[0]
+    assert validate.ranking(validate.combined_score(no_mlp, spec)) == [0, 1]
