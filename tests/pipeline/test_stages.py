@@ -60,7 +60,7 @@ def test_resumable_stage_reenters_same_folder(tmp_path):
     assert seen[2] == ["stage_key.txt"]  # changed inputs: started over
 
 
-def test_analyze_key_follows_the_content_of_named_files(tmp_path):
+def test_analyze_key_follows_the_content_of_named_files(tmp_path, monkeypatch):
     """score_spec= / prior= files are keyed by content: editing one in place recomputes."""
     from omegaconf import OmegaConf
 
@@ -75,6 +75,11 @@ def test_analyze_key_follows_the_content_of_named_files(tmp_path):
     assert analyze_stage(cfg, tmp_path, tmp_path, "up").key != first
     plain = OmegaConf.create({"analyze": {"score_spec": None, "prior": None}})
     assert "files" not in analyze_stage(plain, tmp_path, tmp_path, "up").payload
+    from spear_mm.analyze import validate
+
+    default_key = analyze_stage(plain, tmp_path, tmp_path, "up").key
+    monkeypatch.setattr(validate, "DEFAULT_WEIGHTS", {"depth": 1.0})
+    assert analyze_stage(plain, tmp_path, tmp_path, "up").key != default_key
 
 
 def test_findings_call_a_rho_inside_the_noise_a_tie_with_depth():
