@@ -12,12 +12,20 @@ and the map only in that the map is not flushed here.
 from __future__ import annotations
 
 import argparse
+import functools
 import mmap
 import os
 import shutil
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from spear_mm.io.direct import page_aligned_empty  # noqa: E402
+from spear_mm.io.planned import _pwrite_all  # noqa: E402
 
 CHUNK = 23 << 20  # one MLP matrix of the bench's 1B pair, in bf16
 CHUNKS = 80
@@ -31,22 +39,9 @@ def _fresh(folder: str) -> str:
     return os.path.join(folder, "f")
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
-
-
-def buffered(path: str, bufs) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    for i in range(CHUNKS):
-        _pwrite_all(fd, memoryview(bufs[i % len(bufs)].numpy()), i * CHUNK)
-    os.fsync(fd)
-    os.close(fd)
-
-
-def direct(path: str, bufs) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_DIRECT)
+def written(path: str, bufs, flags: int = 0) -> None:
+    """pwrite every chunk at its offset (with extra open `flags`, e.g. O_DIRECT), then fsync."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | flags)
     for i in range(CHUNKS):
         _pwrite_all(fd, memoryview(bufs[i % len(bufs)].numpy()), i * CHUNK)
     os.fsync(fd)
@@ -64,11 +59,6 @@ def mapped(path: str, bufs) -> None:
 
 
 def main() -> int:
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from spear_mm.io.direct import page_aligned_empty
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default="/tmp/spear_mm_bench/wt")
     ap.add_argument("--rounds", type=int, default=2)
@@ -82,8 +72,8 @@ def main() -> int:
     print(f"{gb:.2f} GB per run, {CHUNK >> 20} MiB chunks")
     for r in range(args.rounds):
         for label, fn in (
-            ("buffered pwrite + fsync", buffered),
-            ("O_DIRECT + fsync", direct),
+            ("buffered pwrite + fsync", written),
+            ("O_DIRECT + fsync", functools.partial(written, flags=os.O_DIRECT)),
             ("shared mmap (no flush)", mapped),
         ):
             path = _fresh(args.dir)

@@ -277,10 +277,9 @@ def slerp(
     (`mergekit_cosine`) when the accurate one lies within MERGEKIT_BAND of the threshold, and
     gives the SLERP coefficients. `stats.cos` is the cosine that decided.
     """
-    _check_pair(a, b)
     dtype = compute_dtype(a, b)
-    t_c = _coef(t, dtype, a.device)
-    out, cos = _combine(a, b, 1 - t_c, t_c, dtype, out_dtype, sums=True, out=out)
+    out, st = lerp(a, b, t, out_dtype=out_dtype, out=out)  # checks the pair
+    cos = st.cos
     exact_mk = mergekit_rounding and abs(abs(cos) - threshold) <= MERGEKIT_BAND
     if exact_mk:
         cos = mergekit_cosine(a, b)
