@@ -34,8 +34,8 @@ MERGEKIT_BAND = 3e-4
 EPS = 1e-8
 # Elements per processing block and per reduction row. A block's fp32 scratch (a, b, a - b: 6 MiB)
 # stays in the L3 cache; each block costs ~15 small torch calls, so smaller blocks lose to Python
-# overhead. SLERP on a 2048x5632 bf16 pair, one thread (ns/element): 64K 1.88, 256K 1.25,
-# 512K 1.13, 1M 1.18, 2M 1.67.
+# overhead. SLERP on a 2048x5632 bf16 pair, one thread (ns/element, scripts/bench_kernels.py):
+# 64K 1.84, 256K 1.18, 512K 1.07, 1M 1.05, 2M 1.27.
 BLOCK = 1 << 19
 ROW = 1024
 
