@@ -17,7 +17,7 @@ Frozen parameters get `requires_grad=False` before the model is wrapped and are 
 optimizer, so no update, weight decay or optimizer state ever touches them: they stay
 bit-identical. Under FSDP this needs `use_orig_params: true` (FSDP1 flattens a unit's
 parameters into one FlatParameter and only keeps per-parameter `requires_grad` with original
-params); the shipped `recipes/accelerate/fsdp*.yaml` set it.
+params); the shipped `spear_mm/train/accelerate/fsdp*.yaml` set it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Continual pretraining: config schema, data stream, loop, checkpoints (see docs/train.md)."""
