@@ -11,34 +11,26 @@ DESCRIPTION = (
     "caches every task per model fingerprint. Examples:\n"
     "  spear-mm eval model=smollm2-135m suite=general_ppl,finance_ppl limit=10\n"
     "  spear-mm eval model=/path/to/model suite=general_retention limit=200   (online)\n"
-    "  spear-mm eval model=tiny-llama suite=finance_pack data_files.spear_fpb=/abs/fpb.jsonl"
+    "  spear-mm eval model=tiny-llama suite=finance_pack data_files.spear_fpb=/abs/fpb.jsonl\n"
+    "  spear-mm eval model=/path/to/model include_path=/my/lm_eval_tasks tasks=[my_task]"
 )
 
-_LIST_KEYS = ("suite", "tasks")
-
-
-def _model_options() -> set[str]:
-    from spear_mm.cli.hydra_app import CONF_DIR
-
-    return {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
+_LIST_KEYS = ("suite", "tasks", "include_path")
 
 
 def rewrite_overrides(argv: list[str]) -> list[str]:
-    """Command-line conveniences, applied before Hydra sees the overrides.
-
-    - `suite=a,b` / `tasks=a,b` mean lists (Hydra would read a comma as a sweep and refuse it
-      without -m); with `-m` they stay sweeps.
-    - `model=X` where X is not a `conf/model` option (a folder, a hub id) means `model.name=X`.
-    """
+    """`suite=a,b` / `tasks=a,b` / `include_path=a,b` mean lists (Hydra would read a comma as a
+    sweep and refuse it without -m; with `-m` they stay sweeps); a single `tasks=x` or
+    `include_path=DIR` is a one-item list (a single `suite=x` is a group choice already).
+    `model=FOLDER` is handled for every verb by `spear_mm.cli.hydra_app.rewrite_overrides`."""
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    options = _model_options()
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key in _LIST_KEYS and "," in value and not multirun and value[:1] != "[":
-            arg = f"{key}=[{value}]"
-        elif sep and key == "model" and value not in options and "," not in value:
-            arg = f"model.name={value}"
+        listed = value[:1] == "["
+        if sep and key in _LIST_KEYS and not listed:
+            if "," in value and not multirun or (key != "suite" and "," not in value):
+                arg = f"{key}=[{value}]"
         out.append(arg)
     return out
 
@@ -65,6 +57,7 @@ def _task(cfg) -> int:
         dtype=conf.model.dtype,
         device=conf.device,
         data_files=conf.data_files,
+        include_path=conf.include_path,
         use_cache=conf.use_cache,
     )
     results["suites"] = sorted(conf.suite)

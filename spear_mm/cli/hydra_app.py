@@ -13,6 +13,7 @@ can check ranges and raise `UserError`. The task receives the typed, resolved `D
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,13 +44,16 @@ def compose(verb: str, overrides: list[str], schema: type | None = None):
         key = (
             getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
         )
+        hint = ""
+        if "not in struct" in _first_line(cause or exc):
+            hint = "; to add a key the config does not have, write +KEY=VALUE"
         if key:
             raise UserError(
                 f"config key '{key}' for `spear-mm {verb}` ({_conf_file(verb)} + overrides): "
-                f"{_first_line(cause)}; fix the key or value, see `spear-mm {verb} --help`"
+                f"{_first_line(cause)}{hint}; fix the key or value, see `spear-mm {verb} --help`"
             ) from None
         raise UserError(
-            f"bad config for `spear-mm {verb}` ({_conf_file(verb)}): {_first_line(exc)}"
+            f"bad config for `spear-mm {verb}` ({_conf_file(verb)}): {_first_line(exc)}{hint}"
         ) from None
     finally:
         GlobalHydra.instance().clear()
@@ -122,10 +126,57 @@ def run_verb(
             f"argument '{bad[0]}' for `spear-mm {verb}` is not key=value; "
             f"see `spear-mm {verb} --help`"
         )
+    overrides = rewrite_overrides(verb, overrides, schema, multirun)
     if multirun:
         return _multirun(verb, overrides, schema, task, write_info)
     cfg = compose(verb, overrides, schema)
     return _run_task(cfg, task, write_info)
+
+
+def _has_model_group(verb: str) -> bool:
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{verb}.yaml"))
+    return any(isinstance(d, dict) and "model" in d for d in conf.get("defaults", []))
+
+
+def _open_dict_keys(schema: type | None) -> set[str]:
+    """Top-level schema fields typed `dict[str, <scalar>]`: users add their own keys to them."""
+    import dataclasses
+    import typing
+
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return set()
+    hints = typing.get_type_hints(schema)
+    return {
+        name
+        for name, hint in hints.items()
+        if typing.get_origin(hint) is dict
+        and typing.get_args(hint)[1:] in ((str,), (int,), (float,), (bool,))
+    }
+
+
+def rewrite_overrides(verb: str, overrides: list[str], schema, multirun: bool) -> list[str]:
+    """Conveniences applied before Hydra sees the overrides (documented in docs/cli.md):
+
+    - `model=X` where X is not a `conf/model` option (a folder, a hub id) means `model.name=X`,
+      for every verb with a `model` group (without -m; with -m a comma list stays a sweep);
+    - `KEY.NAME=V` for an open dict field of the schema (e.g. eval's `data_files`) adds or
+      replaces that entry (`++KEY.NAME=V`): Hydra's struct mode would otherwise ask for `+`.
+    """
+    options = {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
+    model_group = _has_model_group(verb)
+    open_keys = _open_dict_keys(schema)
+    out = []
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        if sep and model_group and key == "model" and value not in options:
+            if not (multirun and "," in value):
+                arg = f"model.name={value}"
+        elif sep and key.partition(".")[0] in open_keys and "." in key:
+            arg = f"++{key}={value}"
+        out.append(arg)
+    return out
 
 
 RUN_INFO_FILES = ("config.yaml", "run_info.json")
@@ -170,21 +221,37 @@ def _restore(out: Path, saved: dict) -> None:
 
 
 def _multirun(verb: str, overrides: list[str], schema, task, write_info) -> int:
-    """Hydra's launcher over the comma-separated sweeps in `overrides`."""
+    """Hydra's launcher over the comma-separated sweeps in `overrides`.
+
+    A job with bad input does not stop the others: each failure prints its one-line error as
+    `spear-mm: error: job N (overrides): ...`, and the sweep ends with a summary (exit 2).
+    Hydra's own `multirun.yaml` goes into `out`, beside the jobs' folders `out/<job number>`,
+    not into the current directory.
+    """
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
     codes: list[int] = []
+    failed: list[str] = []
+    swept = {a.partition("=")[0] for a in overrides if "," in a.partition("=")[2]}
 
     def job(cfg) -> None:
-        typed = validate(verb, cfg, schema)
-        job_num = HydraConfig.get().job.num
-        with open_dict(typed):
-            base = typed.get("out") or HydraConfig.get().sweep.dir
-            typed.out = str(Path(base) / str(job_num))
-        OmegaConf.set_struct(typed, True)
-        codes.append(_run_task(typed, task, write_info))
+        hc = HydraConfig.get()
+        job_out = Path(cfg.get("out") or hc.sweep.dir) / str(hc.job.num)
+        try:
+            typed = validate(verb, cfg, schema)
+            with open_dict(typed):
+                typed.out = str(job_out)
+            OmegaConf.set_struct(typed, True)
+            codes.append(_run_task(typed, task, write_info))
+        except UserError as exc:
+            label = " ".join(o for o in hc.overrides.task if o.partition("=")[0] in swept)
+            failed.append(f"job {hc.job.num} ({label})")
+            print(f"spear-mm: error: job {hc.job.num} ({label}): {exc}", file=sys.stderr)
+            codes.append(2)
+            with contextlib.suppress(OSError):
+                job_out.rmdir()  # Hydra made it for the job; leave no empty folder behind
 
     app = hydra.main(config_path=str(CONF_DIR), config_name=verb, version_base=None)(job)
     saved = sys.argv
@@ -192,7 +259,8 @@ def _multirun(verb: str, overrides: list[str], schema, task, write_info) -> int:
         f"spear-mm-{verb}",
         "--multirun",
         *overrides,
-        "hydra.sweep.dir=multirun/${now:%Y-%m-%d_%H-%M-%S}",
+        "hydra.sweep.dir=${out}",
+        "hydra.output_subdir=null",
         "hydra/job_logging=none",
         "hydra/hydra_logging=none",
     ]
@@ -200,4 +268,6 @@ def _multirun(verb: str, overrides: list[str], schema, task, write_info) -> int:
         app()
     finally:
         sys.argv = saved
+    if failed:
+        raise UserError(f"{len(failed)} of {len(codes)} multirun jobs failed: {', '.join(failed)}")
     return max(codes, default=0)

@@ -8,6 +8,7 @@ the `suite/` group (one entry per selected suite). `__post_init__` raises a one-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from spear_mm.errors import UserError
@@ -48,6 +49,7 @@ class EvalConfig:
     cache_dir: str | None = None
     use_cache: bool = True
     data_files: dict[str, str] = field(default_factory=dict)
+    include_path: list[str] = field(default_factory=list)  # folders of the user's lm-eval tasks
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -70,6 +72,12 @@ class EvalConfig:
             raise UserError(
                 f"batch_size in eval config: {self.batch_size!r}; set batch_size=auto or 8"
             )
+        for folder in self.include_path:
+            if not Path(folder).is_dir():
+                raise UserError(
+                    f"include_path in eval config: {folder!r} is not a folder; give folders "
+                    "of lm-eval task YAMLs, e.g. include_path=[/abs/my_tasks]"
+                )
         if self.max_length is not None and self.max_length < 2:
             raise UserError(f"max_length in eval config: {self.max_length} < 2; set null or 2048")
 

@@ -179,6 +179,7 @@ def evaluate(
     dtype: str | torch.dtype = "auto",
     device: str | None = "auto",
     data_files: Mapping[str, str] | None = None,
+    include_path: Iterable[str | os.PathLike] = (),
     use_cache: bool = True,
     progress: bool = True,
 ) -> dict:
@@ -189,6 +190,8 @@ def evaluate(
     `max_length`: the context lm-eval uses (default: the model's); set it to the probe's
     `seq_len` to reproduce `probe.bits_per_byte` on the bits-per-byte tasks.
     `data_files`: {bundled task: JSON-lines file} to run a task on a local copy of its data.
+    `include_path`: folders of the user's own lm-eval task YAMLs (lm-eval's `--include_path`);
+    their files are part of the cache key, so an edited task is re-run.
     `use_cache=False` recomputes every task (and refreshes the cache entries).
     """
     task_list = suites.expand([tasks] if isinstance(tasks, str) else tasks)
@@ -196,11 +199,14 @@ def evaluate(
         raise UserError("no tasks to evaluate; give suite=... or tasks=[...]")
     limit = _normalize_limit(limit)
     data_files = dict(data_files or {})
+    include_path = [str(Path(p).absolute()) for p in include_path]
     module, tok, fingerprint, source = _load(model_or_path, tokenizer)
     dev = _resolve_device(device, module)
     torch_dtype = _resolve_dtype(dtype, dev) if module is None else next(module.parameters()).dtype
     cache = ResultCache(cache_dir or default_cache_dir())
     settings = {"limit": limit, "seed": seed, "max_length": max_length, "dtype": str(torch_dtype)}
+    if include_path:
+        settings["include"] = suites.folder_digest(include_path)
 
     tok_fp = tokenizer_fingerprint(tok) if tok is not None else "in-folder"
     keys = {
@@ -215,7 +221,7 @@ def evaluate(
         run = {"limit": limit, "batch_size": batch_size, "seed": seed, "max_length": max_length}
         fresh = _run_lm_eval(
             module, tok, todo, **run, device=dev, data_files=data_files, cache=cache,
-            fingerprint=fingerprint, progress=progress,
+            fingerprint=fingerprint, progress=progress, include_path=include_path,
         )  # fmt: skip
         for task, entry in fresh.items():
             cache.put(fingerprint, task, keys[task], entry)
@@ -259,6 +265,7 @@ def _run_lm_eval(
     cache,
     fingerprint,
     progress,
+    include_path=(),
 ) -> dict[str, dict]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -275,7 +282,9 @@ def _run_lm_eval(
     # A stable folder (per set of data overrides) keeps `datasets`' cache of the JSON files warm.
     render_dir = cache.root / f"tasks-{cache_key(data_files=data_files)}"
     include = suites.render_tasks(render_dir, tasks, data_files)
-    manager = TaskManager(include_path=str(include), include_defaults=not only_bundled)
+    manager = TaskManager(
+        include_path=[str(include), *include_path], include_defaults=not only_bundled
+    )
     unknown = [t for t in tasks if t not in set(manager.all_tasks)]
     if unknown:
         raise UserError(

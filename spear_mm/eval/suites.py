@@ -134,6 +134,16 @@ def task_digest(task: str, data_files: Mapping[str, str] | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+def folder_digest(folders: Iterable[str | os.PathLike]) -> str:
+    """Hash of every file (relative name and bytes) under the user's lm-eval task folders."""
+    h = hashlib.sha256()
+    for folder in folders:
+        root = Path(folder)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def render_tasks(
     dest: str | os.PathLike, tasks: Iterable[str], data_files: Mapping[str, str] | None = None
 ) -> Path:

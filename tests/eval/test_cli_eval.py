@@ -18,9 +18,12 @@ def test_rewrite_overrides():
     # With -m a comma is Hydra's sweep and stays one.
     assert rewrite_overrides(["-m", "suite=a,b"]) == ["-m", "suite=a,b"]
     assert rewrite_overrides(["suite=[a,b]", "suite=a"]) == ["suite=[a,b]", "suite=a"]
-    # A model that is not a conf/model option is a folder / hub id: model.name.
-    assert rewrite_overrides(["model=smollm2-135m"]) == ["model=smollm2-135m"]
-    assert rewrite_overrides(["model=/tmp/m"]) == ["model.name=/tmp/m"]
+    # A single task or include folder is a one-item list; model= is left to hydra_app.
+    assert rewrite_overrides(["tasks=mmlu", "include_path=/t"]) == [
+        "tasks=[mmlu]",
+        "include_path=[/t]",
+    ]
+    assert rewrite_overrides(["model=/tmp/m"]) == ["model=/tmp/m"]
 
 
 def test_help_does_not_import_lm_eval():

@@ -43,7 +43,7 @@ def test_config_errors_are_one_line_and_name_the_key(override, key, tmp_path):
 
 def _tiny_args(tiny_model, corpora, out) -> list[str]:
     return [
-        f"model.name={tiny_model}",
+        f"model={tiny_model}",  # a folder for the model group means model.name (docs/quickstart)
         f"data.domain={corpora[0]}",
         f"data.general={corpora[1]}",
         "data.seq_len=32",
@@ -81,3 +81,16 @@ def test_multirun_grid_writes_one_folder_per_job(tiny_model, corpora, tmp_path):
     )
     assert lrs == [1e-3, 2e-3]
     assert (out / "0" / "final").is_dir() and (out / "1" / "final").is_dir()
+
+
+def test_multirun_bad_value_reports_each_failed_job_and_exits_2(tiny_model, corpora, tmp_path):
+    out = tmp_path / "grid"
+    proc = _run("-m", *_tiny_args(tiny_model, corpora, out), "trainer.lr=-1,1e-3", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("spear-mm: error:")]
+    assert errors[0].startswith("spear-mm: error: job 0 (trainer.lr=-1): trainer.lr")
+    assert errors[-1] == "spear-mm: error: 1 of 2 multirun jobs failed: job 0 (trainer.lr=-1)"
+    assert "Traceback" not in proc.stderr
+    assert (out / "1" / "final").is_dir() and not (out / "0").exists()
+    # Hydra's own multirun record lives in `out`, never in the current folder.
+    assert (out / "multirun.yaml").is_file() and not (tmp_path / "multirun").exists()
