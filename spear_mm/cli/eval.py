@@ -27,10 +27,10 @@ def rewrite_overrides(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        listed = value[:1] == "["
-        if sep and key in _LIST_KEYS and not listed:
-            if "," in value and not multirun or (key != "suite" and "," not in value):
-                arg = f"{key}=[{value}]"
+        comma = "," in value
+        wrap = (comma and not multirun) or (not comma and key != "suite")
+        if sep and key in _LIST_KEYS and value[:1] != "[" and wrap:
+            arg = f"{key}=[{value}]"
         out.append(arg)
     return out
 
