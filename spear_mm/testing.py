@@ -62,7 +62,7 @@ def make_tiny_llama(
     Norm weights are drawn around 1 (not all ones) so norm signals are not degenerate. With
     `max_shard_bytes` the weights are re-written as a sharded checkpoint.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
     tok = make_tokenizer()
     if vocab_size < len(tok):
@@ -81,9 +81,59 @@ def make_tiny_llama(
         pad_token_id=tok.pad_token_id,
         rms_norm_eps=1e-5,
     )
+    return _write_random(path, config, tok, seed=seed, dtype=dtype, max_shard_bytes=max_shard_bytes)
+
+
+# Architectures other than LLaMA for the tests that check the name map, merges and training
+# on each family's own tensor names (Qwen2 biases, Phi-3 fused projections, Gemma2 extra norms).
+TINY_ARCHS = ("qwen2", "mistral", "phi3", "gemma2")
+
+
+def make_tiny_model(
+    path: str | os.PathLike,
+    arch: str,
+    *,
+    num_layers: int = 2,
+    hidden: int = 64,
+    tie_embeddings: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random model of family `arch` (one of `TINY_ARCHS`), built with
+    transformers' own config class, with the byte-level tokenizer."""
+    from transformers import Gemma2Config, MistralConfig, Phi3Config, Qwen2Config
+
+    classes = {"qwen2": Qwen2Config, "mistral": MistralConfig, "phi3": Phi3Config,
+               "gemma2": Gemma2Config}  # fmt: skip
+    if arch not in classes:
+        raise ValueError(f"arch {arch!r}: use one of {', '.join(TINY_ARCHS)}")
+    tok = make_tokenizer()
+    extra = {"head_dim": hidden // 4} if arch == "gemma2" else {}
+    config = classes[arch](
+        vocab_size=272,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=tie_embeddings,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **extra,
+    )
+    return _write_random(path, config, tok, seed=seed)
+
+
+def _write_random(
+    path, config, tok, *, seed: int, dtype=torch.float32, max_shard_bytes=None
+) -> Path:
+    """Save a model of `config` with seeded weights (norm gains around 1) and `tok`."""
+    from transformers import AutoModelForCausalLM
+
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
             if name.endswith("norm.weight"):

@@ -83,6 +83,15 @@ def main(argv: list[str]) -> int:
         )
         for rule in report["unmatched_rules"]:
             print(f"note: {rule} of {args.recipe} matched no tensor", file=sys.stderr)
+    if report["unclassified_tensors"]:
+        names = report["unclassified_tensors"]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(
+            f"warning: {len(names)} tensor(s) have no known kind, so no `kinds:` rule of "
+            f"{args.recipe} can select them (they follow `default` or a `match:` rule): {shown}; "
+            "see docs/recipes.md (kinds)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -1,10 +1,18 @@
-"""Which layer and which kind of module each tensor belongs to (LLaMA family).
+"""Which layer and which kind of module each tensor belongs to (decoder LLMs on the Hub).
 
-Covers the Hugging Face names of LLaMA-2/3.x, SmolLM2, Mistral and Qwen2-style models
+Covers the Hugging Face names of LLaMA-2/3.x, SmolLM2, Mistral, Qwen2, Phi-3 and Gemma2
 (`model.layers.{i}.self_attn.q_proj.weight`, `...mlp.down_proj.weight`, `...input_layernorm.weight`,
-`model.embed_tokens.weight`, `model.norm.weight`, `lm_head.weight`). Qwen2's q/k/v biases map to
-their projection's kind. Anything unknown is kind `other` and is still merged by rules that select
-it by regex.
+`model.embed_tokens.weight`, `model.norm.weight`, `lm_head.weight`), table in docs/recipes.md:
+- Phi-3's fused projections are kinds of their own: `qkv_proj` → `attn_qkv` (attention),
+  `gate_up_proj` → `mlp_gate_up` (mlp).
+- Gemma2's extra norms: `pre_feedforward_layernorm` → `norm_ffn_pre`, `post_feedforward_layernorm`
+  → `norm_ffn_post` (group norm). Its `post_attention_layernorm` keeps the LLaMA name's kind
+  `norm_mlp` (classification is by name; the group is norm either way). Qwen3/Gemma3-style
+  `q_norm` / `k_norm` are `norm_qk`.
+- A bias (Qwen2's q/k/v) has its projection's kind, so `kinds:` rules move weight and bias
+  together; `TensorInfo.param` tells them apart (`weight` / `bias`) for per-tensor statistics.
+Anything unknown is kind `other`: still merged by rules that select it by regex, and listed by
+`spear-mm merge` when a `kinds:` rule cannot see it.
 """
 
 from __future__ import annotations
@@ -18,11 +26,16 @@ KIND_GROUP = {
     "attn_k": "attention",
     "attn_v": "attention",
     "attn_o": "attention",
+    "attn_qkv": "attention",
     "mlp_gate": "mlp",
     "mlp_up": "mlp",
     "mlp_down": "mlp",
+    "mlp_gate_up": "mlp",
     "norm_attn": "norm",
     "norm_mlp": "norm",
+    "norm_ffn_pre": "norm",
+    "norm_ffn_post": "norm",
+    "norm_qk": "norm",
     "norm_final": "norm",
     "embed": "embeddings",
     "lm_head": "lm_head",
@@ -37,11 +50,17 @@ _SUFFIX_KIND = (
     ("self_attn.k_proj.", "attn_k"),
     ("self_attn.v_proj.", "attn_v"),
     ("self_attn.o_proj.", "attn_o"),
+    ("self_attn.qkv_proj.", "attn_qkv"),
+    ("self_attn.q_norm.", "norm_qk"),
+    ("self_attn.k_norm.", "norm_qk"),
     ("mlp.gate_proj.", "mlp_gate"),
     ("mlp.up_proj.", "mlp_up"),
     ("mlp.down_proj.", "mlp_down"),
+    ("mlp.gate_up_proj.", "mlp_gate_up"),
     ("input_layernorm.", "norm_attn"),
     ("post_attention_layernorm.", "norm_mlp"),
+    ("pre_feedforward_layernorm.", "norm_ffn_pre"),
+    ("post_feedforward_layernorm.", "norm_ffn_post"),
 )
 
 
@@ -56,6 +75,11 @@ class TensorInfo:
     @property
     def group(self) -> str:
         return KIND_GROUP[self.kind]
+
+    @property
+    def param(self) -> str:
+        """`bias` for a bias vector, else `weight` (kinds cover both; statistics keep them apart)."""
+        return "bias" if self.name.endswith(".bias") else "weight"
 
 
 def classify(name: str) -> TensorInfo:

@@ -293,7 +293,7 @@ class ShardedWriter:
     `max_shard_bytes` (a tensor larger than the limit gets a shard of its own) and written on a
     background thread. On `close()` shards are named `model-0000k-of-0000N.safetensors` with an
     index (or `model.safetensors` when there is one shard), `config.json` is copied from
-    `source_dir` verbatim except for the dtype field, tokenizer / generation / chat-template files
+    `source_dir` verbatim except for the dtype field (set to the dtype the weights were stored in), tokenizer / generation / chat-template files
     are copied, and the temp folder is renamed to `out_dir`. Leaving the `with` block on an
     exception removes everything written.
     """
@@ -320,11 +320,14 @@ class ShardedWriter:
         self._current: dict[str, torch.Tensor] = {}
         self._current_bytes = 0
         self._shards: list[tuple[str, list[str], int]] = []  # (temp name, names, bytes)
+        self._float_dtypes: set[torch.dtype] = set()  # what the weights are stored in
         self._closed = False
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         if self.dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(self.dtype)
+        if tensor.is_floating_point():
+            self._float_dtypes.add(tensor.dtype)
         tensor = tensor.detach().to("cpu").contiguous()
         size = tensor.numel() * tensor.element_size()
         if self._current and self._current_bytes + size > self.max_shard_bytes:
@@ -397,10 +400,10 @@ class ShardedWriter:
         config = self._config
         src_config = self.source_dir / "config.json" if self.source_dir else None
         if config is None and src_config is not None and src_config.is_file():
-            if self.dtype is None:
+            config = json.loads(src_config.read_text(encoding="utf-8"))
+            if self._stated_dtype(config) == self._stored_dtype():
                 shutil.copyfile(src_config, self.tmp / "config.json")  # byte for byte
-            else:
-                config = json.loads(src_config.read_text(encoding="utf-8"))
+                config = None
         if config is not None:
             (self.tmp / "config.json").write_text(self._config_text(config))
         if self.source_dir:
@@ -409,13 +412,26 @@ class ShardedWriter:
                 if src.is_file():
                     shutil.copyfile(src, self.tmp / name)
 
-    def _config_text(self, config: dict) -> str:
-        # Verbatim except the dtype field, so transformers 4.x and 5.x both read it.
-        config = dict(config)
+    def _stored_dtype(self) -> str | None:
+        """The dtype the floating weights were written in (None when mixed or none)."""
         if self.dtype is not None:
+            return dtype_name(self.dtype)
+        return dtype_name(next(iter(self._float_dtypes))) if len(self._float_dtypes) == 1 else None
+
+    @staticmethod
+    def _stated_dtype(config: dict) -> str | None:
+        return config.get("torch_dtype") or config.get("dtype")
+
+    def _config_text(self, config: dict) -> str:
+        # Verbatim except the dtype field, which states what the weights are stored in (a
+        # trained fp32 checkpoint of a bf16 release must not say bfloat16: `from_pretrained`
+        # would load it as bf16). Both spellings are kept, so transformers 4.x and 5.x read it.
+        config = dict(config)
+        stored = self._stored_dtype()
+        if stored is not None:
             keys = [k for k in ("torch_dtype", "dtype") if k in config] or ["torch_dtype"]
             for key in keys:
-                config[key] = dtype_name(self.dtype)
+                config[key] = stored
         return json.dumps(config, indent=2) + "\n"
 
     def __enter__(self) -> ShardedWriter:

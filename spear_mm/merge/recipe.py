@@ -202,6 +202,8 @@ class Recipe:
     compute_dtype: torch.dtype | None = None
     round_to_compute: bool = False
     unmatched: list[str] = field(default_factory=list)
+    # Tensors of kind `other` when some rule selects by `kinds:`: no such rule can see them.
+    unclassified: list[str] = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -240,6 +242,8 @@ class NativeRecipe(Recipe):
         selected = [self._rule_layers(i, r, num_layers) for i, r in enumerate(spec.rules)]
         used = [False] * len(spec.rules)
         self.unmatched = []  # recomputed on every plan (sweeps call plan repeatedly)
+        by_kind = any(r.kinds is not None for r in spec.rules)
+        self.unclassified = [i.name for i in infos if by_kind and i.kind == "other"]
         plans: dict[str, TensorPlan] = {}
         for info in infos:
             plan = self._action_plan(spec.default, all_layers, info, "default", spec.method)

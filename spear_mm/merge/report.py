@@ -46,6 +46,7 @@ def build_report(job, entries: dict[str, dict]) -> dict:
         if vocab
         else None,
         "unmatched_rules": list(recipe.unmatched),
+        "unclassified_tensors": list(recipe.unclassified),
         "summary": summarize(entries),
         "tensors": {name: entries[name] for name in job.names},
     }

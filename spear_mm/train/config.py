@@ -27,13 +27,15 @@ class ModelConfig:
     `name` is a local folder, a Hugging Face hub id or a built-in name (`smollm2-135m`,
     `tiny-llama`), resolved by `spear_mm.io.sources.resolve_model`. `dtype` is the dtype of the
     weights held in memory (the master copy when training; mixed precision is a trainer setting).
+    `attn_implementation=auto` lets transformers pick per architecture (SDPA where supported,
+    else eager); an explicit kernel the architecture refuses falls back to eager with a note.
     """
 
     name: str = "smollm2-135m"
     dtype: str = "float32"
     trust_remote_code: bool = False
     allow_pickle: bool = False
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2 | ...
 
     def __post_init__(self) -> None:
         validate_model(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,23 +61,44 @@ def make_accelerator(cfg: TrainConfig, out: Path):
 
 def load_model(mcfg: ModelConfig):
     """`(model, tokenizer, folder)` for training: resolved, validated, safetensors unless allowed."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from spear_mm.io.checkpoint import CheckpointReader, parse_dtype
     from spear_mm.io.sources import resolve_model
 
     folder = resolve_model(mcfg.name)
     CheckpointReader(folder, allow_pickle=mcfg.allow_pickle).close()  # one-line errors
-    model = AutoModelForCausalLM.from_pretrained(
+    model = _from_pretrained(
         folder,
+        mcfg.attn_implementation,
         dtype=parse_dtype(mcfg.dtype, "model.dtype"),
         trust_remote_code=mcfg.trust_remote_code,
-        attn_implementation=mcfg.attn_implementation,
         use_safetensors=None if mcfg.allow_pickle else True,
     )
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=mcfg.trust_remote_code)
     model.config.use_cache = False  # no KV cache when training (and required by checkpointing)
     return model, tokenizer, Path(folder)
+
+
+def _from_pretrained(folder: Path, attn: str, **kwargs):
+    """Load with the asked attention kernel; `auto` lets transformers pick (SDPA where the
+    architecture supports it, else eager). An explicit kernel the architecture refuses (Gemma2
+    has no SDPA path in transformers 5.x) falls back to eager with a note, not an error."""
+    from transformers import AutoModelForCausalLM
+
+    asked = None if attn == "auto" else attn
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, attn_implementation=asked, **kwargs)
+    except ValueError as exc:
+        if asked in (None, "eager") or "attention implementation" not in str(exc):
+            raise
+        reason = " ".join(str(exc).split())[:120]
+        print(
+            f"note: model.attn_implementation={attn} is not available for {folder.name} "
+            f"({reason}); using eager attention",
+            file=sys.stderr,
+        )
+        return AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", **kwargs)
 
 
 @dataclass(frozen=True)
