@@ -2,7 +2,8 @@
 
 A corpus spec is, in this order: an existing path (a `.txt` file = one document, a `.jsonl` file =
 one document per line from `data.text_field`, a `.json` file = a list of strings or of objects with
-that field, a folder = all such files in it, sorted), a built-in corpus (`finance_train`,
+that field, each optionally gzip-compressed (`.jsonl.gz`, the bundled corpora's format), a folder =
+all such files in it, sorted; a UTF-8 byte-order mark is accepted), a built-in corpus (`finance_train`,
 `general_train`, optionally spelled `builtin:NAME`), or a Hugging Face dataset name loaded with
 `datasets.load_dataset(spec, data.hf_config, split=data.hf_split)`. Empty documents are skipped.
 
@@ -25,7 +26,7 @@ from spear_mm.train.specials import DocumentSpecials, document_specials
 TRAIN_CORPORA = ("finance_train", "general_train")
 HELDOUT_CORPORA = ("finance_heldout", "general_heldout")
 SPLIT_SEED = 0  # fixed on purpose: the validation text must not move with the run seed
-TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
+TEXT_SUFFIXES = (".txt", ".jsonl", ".json")  # each also accepted with a .gz suffix
 
 
 @dataclass
@@ -39,9 +40,23 @@ class TrainData:
     stats: dict = field(default_factory=dict)
 
 
+def _suffix(path: Path) -> str:
+    """`.jsonl` for `x.jsonl` and for `x.jsonl.gz`."""
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
+def _open_text(path: Path):
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first document.
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
+
+
 def _read_jsonl(path: Path, key: str, text_field: str) -> list[str]:
     docs = []
-    with open(path, encoding="utf-8") as fh:
+    with _open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -80,28 +95,33 @@ def _read_path(path: Path, key: str, text_field: str) -> list[str]:
             f"{key}: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
             "write a JSON list of documents"
         ) from None
+    except EOFError:
+        raise UserError(f"{key}: {path} is a truncated gzip file; re-create it") from None
     except OSError as exc:
         raise UserError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
 
 
 def _read_path_raw(path: Path, key: str, text_field: str) -> list[str]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in TEXT_SUFFIXES)
         if not files:
-            raise UserError(f"{key}: folder {path} holds no .txt/.jsonl/.json files")
+            raise UserError(f"{key}: folder {path} holds no .txt/.jsonl/.json(.gz) files")
         return [doc for f in files for doc in _read_path(f, key, text_field)]
-    if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
-    if path.suffix == ".jsonl":
+    suffix = _suffix(path)
+    if suffix == ".txt":
+        with _open_text(path) as fh:
+            return [fh.read()]
+    if suffix == ".jsonl":
         return _read_jsonl(path, key, text_field)
-    if path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+    if suffix == ".json":
+        with _open_text(path) as fh:
+            rows = json.load(fh)
         if not isinstance(rows, list):
             raise UserError(f"{key}: {path} must hold a JSON list of documents")
         return [_field(r, path, key, text_field, f"item {i}") for i, r in enumerate(rows)]
     raise UserError(
         f"{key}: unsupported file type {path.suffix!r} ({path}); "
-        "use .txt, .jsonl, .json or a folder of them"
+        "use .txt, .jsonl, .json (optionally .gz) or a folder of them"
     )
 
 
@@ -146,9 +166,15 @@ def load_texts(spec: str, key: str, cfg: DataConfig) -> list[str]:
         docs = _load_hf(spec, key, cfg)
     docs = [d for d in docs if d and d.strip()]
     if len(docs) < 2:
+        how = (
+            "split the text into several .txt files in one folder (then pass the folder), or "
+            'write a .jsonl file with one {"text": ...} document per line'
+            if path.is_file()
+            else "add documents"
+        )
         raise UserError(
             f"{key}: {spec!r} has {len(docs)} non-empty document(s); at least 2 are "
-            "needed to hold out a validation split"
+            f"needed to hold out a validation split: {how}"
         )
     return docs
 

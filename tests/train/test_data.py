@@ -76,6 +76,35 @@ def test_bad_sources_name_the_key(tmp_path):
         load_texts(str(tmp_path / "x.csv"), "data.domain", cfg)
 
 
+def test_gzip_jsonl_bom_and_single_text_file(tmp_path):
+    import gzip
+
+    cfg = DataConfig()
+    rows = "".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(3))
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write(rows)
+    assert load_texts(str(tmp_path / "c.jsonl.gz"), "data.domain", cfg) == [
+        "doc 0",
+        "doc 1",
+        "doc 2",
+    ]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes("\ufeff".encode() + rows.encode())  # what Windows editors write
+    assert load_texts(str(bom), "data.domain", cfg) == ["doc 0", "doc 1", "doc 2"]
+    # A folder picks up compressed files too.
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "c.jsonl.gz").write_bytes((tmp_path / "c.jsonl.gz").read_bytes())
+    assert load_texts(str(folder), "data.domain", cfg) == ["doc 0", "doc 1", "doc 2"]
+    one = tmp_path / "book.txt"
+    one.write_text("A whole book in one file.")
+    with pytest.raises(UserError, match=r"several \.txt files in one folder.*\.jsonl"):
+        load_texts(str(one), "data.domain", cfg)
+    (tmp_path / "cut.jsonl.gz").write_bytes((tmp_path / "c.jsonl.gz").read_bytes()[:20])
+    with pytest.raises(UserError, match="cut.jsonl.gz"):
+        load_texts(str(tmp_path / "cut.jsonl.gz"), "data.domain", cfg)
+
+
 def test_hub_dataset_names_go_through_load_dataset(monkeypatch):
     import datasets
 
