@@ -19,12 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spear_mm.errors import UserError
+from spear_mm.schema import conf_file, first_line, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def _conf_file(verb: str) -> str:
-    return f"spear_mm/conf/{verb}.yaml"
 
 
 def compose(verb: str, overrides: list[str], schema: type | None = None):
@@ -45,48 +42,19 @@ def compose(verb: str, overrides: list[str], schema: type | None = None):
             getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
         )
         hint = ""
-        if "not in struct" in _first_line(cause or exc):
+        if "not in struct" in first_line(cause or exc):
             hint = "; to add a key the config does not have, write +KEY=VALUE"
         if key:
             raise UserError(
-                f"config key '{key}' for `spear-mm {verb}` ({_conf_file(verb)} + overrides): "
-                f"{_first_line(cause)}{hint}; fix the key or value, see `spear-mm {verb} --help`"
+                f"config key '{key}' for `spear-mm {verb}` ({conf_file(verb)} + overrides): "
+                f"{first_line(cause)}{hint}; fix the key or value, see `spear-mm {verb} --help`"
             ) from None
         raise UserError(
-            f"bad config for `spear-mm {verb}` ({_conf_file(verb)}): {_first_line(exc)}{hint}"
+            f"bad config for `spear-mm {verb}` ({conf_file(verb)}): {first_line(exc)}{hint}"
         ) from None
     finally:
         GlobalHydra.instance().clear()
     return validate(verb, cfg, schema)
-
-
-def validate(verb: str, cfg, schema: type | None):
-    """Merge `cfg` into `schema`, check types and the schema's own rules; typed DictConfig."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    if schema is None:
-        return cfg
-    try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), cfg)
-        OmegaConf.to_object(typed)  # runs __post_init__ checks; raises on missing values
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        raise UserError(
-            f"config key '{key}' for `spear-mm {verb}` ({_conf_file(verb)} + overrides): "
-            f"{_first_line(exc)}; fix the value or see `spear-mm {verb} --help`"
-        ) from None
-    OmegaConf.set_struct(typed, True)
-    return typed
-
-
-def _first_line(exc: BaseException) -> str:
-    msg = getattr(exc, "msg", None) or str(exc)
-    return (
-        " ".join(str(msg).strip().splitlines()[0].split())
-        if str(msg).strip()
-        else type(exc).__name__
-    )
 
 
 def print_help(verb: str, description: str, schema: type | None) -> None:
@@ -100,7 +68,7 @@ def print_help(verb: str, description: str, schema: type | None) -> None:
             print(f"  {group}=: {', '.join(options)}")
     try:
         cfg = compose(verb, [], None)
-        print(f"\ndefaults ({_conf_file(verb)}):\n")
+        print(f"\ndefaults ({conf_file(verb)}):\n")
         print(OmegaConf.to_yaml(cfg))
     except UserError as exc:
         print(f"\n(defaults could not be composed: {exc})")

