@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,19 +45,57 @@ def check_trackers(names: list[str]) -> None:
             )
 
 
+def launch_world() -> int:
+    """How many processes the launcher started (torchrun / `accelerate launch` set WORLD_SIZE)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise UserError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} in the environment is not a number; "
+            "launch with torchrun or `accelerate launch`"
+        ) from None
+
+
 def make_accelerator(cfg: TrainConfig, out: Path):
-    """An `Accelerator` for this run: mixed precision, accumulation, trackers under `out`."""
+    """An `Accelerator` for this run: mixed precision, accumulation, trackers under `out`.
+
+    Several processes without a GPU (`torchrun --nproc_per_node N`, or `accelerate launch
+    --multi_gpu --num_processes N` on a CPU machine) are data parallel over gloo: accelerate only
+    does that when asked for the CPU, so it is asked here. Without it each process would train
+    alone and all of them would write the same `out` (accelerate's `--cpu` launch itself starts
+    one process: it expects mpirun for several). A launch whose WORLD_SIZE disagrees with the
+    process group accelerate formed is a one-line error before any training.
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
     tr = cfg.trainer
     check_trackers(list(tr.report_to))
-    return Accelerator(
-        mixed_precision=resolve_precision(tr.mixed_precision),
-        gradient_accumulation_steps=tr.grad_accum,
-        log_with=list(tr.report_to) or None,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-    )
+    world = launch_world()
+    try:
+        acc = Accelerator(
+            cpu=world > 1 and not torch.cuda.is_available(),
+            mixed_precision=resolve_precision(tr.mixed_precision),
+            gradient_accumulation_steps=tr.grad_accum,
+            log_with=list(tr.report_to) or None,
+            project_config=ProjectConfiguration(
+                project_dir=str(out), logging_dir=str(out / "logs")
+            ),
+        )
+    except (RuntimeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"cannot start the distributed setup this launch asked for ({reason}); on a CPU "
+            'machine use `accelerate launch --config_file "$(spear-mm train --accelerate-config '
+            'cpu_ddp)"` or torchrun; FSDP/DeepSpeed configs need GPUs (docs/train.md)'
+        ) from None
+    if acc.num_processes != world:
+        raise UserError(
+            f"the launcher started {world} process(es) (WORLD_SIZE) but accelerate formed a group "
+            f"of {acc.num_processes}; launch with torchrun or `accelerate launch` and a matching "
+            "num_processes (docs/train.md, multi-process)"
+        )
+    return acc
 
 
 def load_model(mcfg: ModelConfig):

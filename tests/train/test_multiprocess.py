@@ -1,0 +1,112 @@
+"""`spear-mm train` with two processes on this CPU machine (gloo), each against one process at
+the same global batch: 2 ranks x batch b == 1 rank x batch 2b (docs/train.md, multi-process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spear_mm.train.runtime import RunPlan
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "MASTER_ADDR")}
+    return {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            **extra}  # fmt: skip
+
+
+def _args(tiny_model, corpora, out, batch) -> list[str]:
+    return [f"model={tiny_model}", f"data.domain={corpora[0]}", f"data.general={corpora[1]}",
+            "data.replay_ratio=0.25", "data.seq_len=32", "data.val_max_blocks=2",
+            "trainer.max_steps=3", f"trainer.batch_size={batch}", "trainer.num_threads=1",
+            "trainer.freeze=[layers\\.0\\.self_attn\\.]", "trainer.save_every=3",
+            f"out={out}"]  # fmt: skip
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_ranks_match_one_rank_at_the_same_global_batch(tiny_model, corpora, tmp_path):
+    config = subprocess.run(
+        [BIN / "spear-mm", "train", "--accelerate-config", "cpu_ddp"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    two, one = tmp_path / "two", tmp_path / "one"
+    launch = [BIN / "accelerate", "launch", "--config_file", config, "--main_process_port",
+              str(_free_port()), "-m", "spear_mm.cli.main", "train"]  # fmt: skip
+    proc = subprocess.run(
+        [*map(str, launch), *_args(tiny_model, corpora, two, 2)],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc1 = subprocess.run(
+        [str(BIN / "spear-mm"), "train", *_args(tiny_model, corpora, one, 4)],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc1.returncode == 0, proc1.stderr[-3000:]
+    rows2, rows1 = _rows(two), _rows(one)
+    # Metrics come from rank 0 only: one row per step, none doubled.
+    assert [r["step"] for r in rows2] == [r["step"] for r in rows1] == [0, 1, 2, 3]
+    for a, b in zip(rows2[1:], rows1[1:]):
+        assert a["tokens"] == b["tokens"] == b["step"] * 4 * 32
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)  # fp32 all-reduce order
+    w2, w1 = (
+        load_file(two / "final" / "model.safetensors"),
+        load_file(one / "final" / "model.safetensors"),
+    )
+    base = load_file(tiny_model / "model.safetensors")
+    assert set(w2) == set(w1)
+    for name in w1:
+        assert torch.allclose(w2[name], w1[name], atol=1e-6, rtol=0), name
+        if "layers.0.self_attn." in name:  # frozen: bit-identical under data parallelism
+            assert torch.equal(w2[name], base[name]), name
+    # One checkpoint (written by rank 0), loadable; one progress bar.
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(two / "final").num_parameters() > 0
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-3"]
+
+
+def test_ranks_share_each_global_batch_without_overlap():
+    # Every position of a step is read once, by exactly one rank and micro-step; the union over
+    # ranks is the single-process step, so an epoch is seen once at any world size.
+    for world, accum in ((2, 1), (2, 3), (4, 2)):
+        many = RunPlan(10, 3, accum, world, 32)
+        one = RunPlan(10, 3 * world, accum, 1, 32)
+        for step in range(10):
+            seen = [
+                p for m in range(accum) for r in range(world) for p in many.positions(step, m, r)
+            ]
+            assert sorted(seen) == list(many.step_positions(step)) == list(one.step_positions(step))
+
+
+def test_launch_that_cannot_form_its_group_is_a_one_line_error(tiny_model, corpora, tmp_path):
+    out = tmp_path / "bad"
+    # WORLD_SIZE says 2 but no launcher set up a rendezvous (no MASTER_ADDR, no second rank).
+    proc = subprocess.run(
+        [str(BIN / "spear-mm"), "train", *_args(tiny_model, corpora, out, 2)],
+        env=_env(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0"), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spear-mm: error:"), proc.stderr[-2000:]
+    assert not out.exists()  # run-info files put back: `out` is as it was (absent)
