@@ -231,6 +231,8 @@ class Trainer:
             "total_steps": self.plan.total_steps,
             "global_batch": self.plan.global_batch,
             "seq_len": self.plan.seq_len,
+            "processes": self.acc.num_processes,
+            "distributed": self.acc.distributed_type.value,  # NO, MULTI_CPU, FSDP, DEEPSPEED, ...
             "source_model": str(self.model_dir),
             "frozen": self.frozen,
             "data": self.data.stats,

@@ -56,6 +56,19 @@ def launch_world() -> int:
         ) from None
 
 
+def _refuse_sharding_without_gpu() -> None:
+    """FSDP / DeepSpeed asked for by the launch config on a machine without a GPU: accelerate
+    1.15 either fails deep inside ("no available devices") or, once asked for the CPU, quietly
+    trains plain data parallel instead. Neither is what the config says: refuse, with the fix."""
+    for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(var, "false").lower() == "true" and not torch.cuda.is_available():
+            raise UserError(
+                f"the launch config asks for {name} ({var}=true) but this machine has no GPU, "
+                f"and accelerate runs {name} on GPUs only; on CPUs launch with "
+                '--config_file "$(spear-mm train --accelerate-config cpu_ddp)" (data parallel)'
+            )
+
+
 def make_accelerator(cfg: TrainConfig, out: Path):
     """An `Accelerator` for this run: mixed precision, accumulation, trackers under `out`.
 
@@ -72,6 +85,7 @@ def make_accelerator(cfg: TrainConfig, out: Path):
     tr = cfg.trainer
     check_trackers(list(tr.report_to))
     world = launch_world()
+    _refuse_sharding_without_gpu()
     try:
         acc = Accelerator(
             cpu=world > 1 and not torch.cuda.is_available(),

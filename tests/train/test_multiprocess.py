@@ -78,7 +78,9 @@ def test_two_ranks_match_one_rank_at_the_same_global_batch(tiny_model, corpora, 
         assert torch.allclose(w2[name], w1[name], atol=1e-6, rtol=0), name
         if "layers.0.self_attn." in name:  # frozen: bit-identical under data parallelism
             assert torch.equal(w2[name], base[name]), name
-    # One checkpoint (written by rank 0), loadable; one progress bar.
+    state = json.loads((two / "final" / "trainer_state.json").read_text())
+    assert (state["processes"], state["distributed"]) == (2, "MULTI_CPU")
+    # One checkpoint (written by rank 0), loadable.
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(two / "final").num_parameters() > 0
@@ -96,6 +98,20 @@ def test_ranks_share_each_global_batch_without_overlap():
                 p for m in range(accum) for r in range(world) for p in many.positions(step, m, r)
             ]
             assert sorted(seen) == list(many.step_positions(step)) == list(one.step_positions(step))
+
+
+def test_fsdp_config_without_gpu_is_refused_not_downgraded(tiny_model, corpora, tmp_path):
+    # accelerate launch --config_file fsdp.yaml sets this for every rank; on CPUs accelerate
+    # would otherwise fail inside or quietly train plain data parallel.
+    out = tmp_path / "fsdp"
+    proc = subprocess.run(
+        [str(BIN / "spear-mm"), "train", *_args(tiny_model, corpora, out, 2)],
+        env=_env(ACCELERATE_USE_FSDP="true"), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FSDP" in lines[0] and "cpu_ddp" in lines[0]
+    assert not out.exists()
 
 
 def test_launch_that_cannot_form_its_group_is_a_one_line_error(tiny_model, corpora, tmp_path):
