@@ -126,3 +126,47 @@ def test_launch_that_cannot_form_its_group_is_a_one_line_error(tiny_model, corpo
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("spear-mm: error:"), proc.stderr[-2000:]
     assert not out.exists()  # run-info files put back: `out` is as it was (absent)
+
+
+def test_sigkill_of_a_two_rank_run_then_resume_reproduces_its_losses(tiny_model, corpora, tmp_path):
+    import signal
+    import time
+
+    from spear_mm.train.metrics import read_metrics
+
+    config = subprocess.run(
+        [BIN / "spear-mm", "train", "--accelerate-config", "cpu_ddp"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+    def command(out: Path) -> list[str]:
+        args = [f"model={tiny_model}", f"data.domain={corpora[0]}", f"data.general={corpora[1]}",
+                "data.replay_ratio=0.25", "data.seq_len=32", "data.val_max_blocks=2",
+                "trainer.max_steps=16", "trainer.batch_size=2", "trainer.save_every=4",
+                "trainer.eval_every=8", "trainer.num_threads=1", "trainer.progress=false",
+                f"out={out}"]  # fmt: skip
+        return [str(BIN / "accelerate"), "launch", "--config_file", config,
+                "--main_process_port", str(_free_port()), "-m", "spear_mm.cli.main", "train",
+                *args]  # fmt: skip
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(command(full), env=_env(), check=True, capture_output=True, timeout=600)
+    # The launcher and both ranks in one process group, killed together as a scheduler would.
+    proc = subprocess.Popen(
+        command(killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step-4").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.005)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists(), "the kill came too late to test anything"
+    subprocess.run(command(killed), env=_env(), check=True, capture_output=True, timeout=600)
+    want, got = read_metrics(full / "metrics.jsonl"), read_metrics(killed / "metrics.jsonl")
+    assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(17))
+    for a, b in zip(want, got):
+        for key in ("loss", "lr", "tokens", "val_loss", "val_loss_general"):
+            assert a.get(key) == b.get(key), (a["step"], key)  # same world size: exact
