@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 from spear_mm.errors import UserError
 
@@ -31,7 +32,7 @@ class ModelConfig:
     else eager); an explicit kernel the architecture refuses falls back to eager with a note.
     """
 
-    name: str = "smollm2-135m"
+    name: str = MISSING  # set by the model/ group's preset, or model=FOLDER|HUB_ID
     dtype: str = "float32"
     trust_remote_code: bool = False
     allow_pickle: bool = False
@@ -52,15 +53,15 @@ class DataConfig:
 
     domain: str = "finance_train"
     general: str | None = "general_train"
-    replay_ratio: float = 0.0
+    replay_ratio: float = 0.0  # e.g. 0.25: a quarter of the training tokens from general text
     seq_len: int = 128
     val_fraction: float = 0.05
     val_max_blocks: int = 32
-    remainder: str = "drop"
+    remainder: str = "drop"  # drop | pad (docs/train.md, packing)
     text_field: str = "text"
     hf_config: str | None = None
     hf_split: str = "train"
-    bos_token: str | None = None
+    bos_token: str | None = None  # null = the model family's rule (docs/train.md); '' = none
     eos_token: str | None = None
 
     def __post_init__(self) -> None:
@@ -71,32 +72,32 @@ class DataConfig:
 class TrainerConfig:
     """Optimisation, precision, freezing, checkpoints and logging."""
 
-    max_steps: int = 0
-    max_tokens: int = 0
-    epochs: float = 1.0
-    batch_size: int = 8
+    max_steps: int = 0  # > 0 wins over max_tokens and epochs
+    max_tokens: int = 0  # > 0: ceil(max_tokens / tokens per step) steps
+    epochs: float = 1.0  # passes over the domain stream when neither is set
+    batch_size: int = 8  # blocks per micro-batch per process
     grad_accum: int = 1
     lr: float = 1e-4
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
     warmup_steps: int = 0
-    weight_decay: float = 0.1
+    weight_decay: float = 0.1  # matrices only
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    mixed_precision: str = "auto"  # auto | bf16 | fp16 | no (auto = bf16 where the hardware has it)
     gradient_checkpointing: bool = False
-    freeze: list[str] = field(default_factory=list)
-    freeze_plan: str | None = None
-    eval_every: int = 0
+    freeze: list[str] = field(default_factory=list)  # regexes (re.search on tensor names)
+    freeze_plan: str | None = None  # YAML/JSON plan file (docs/train.md)
+    eval_every: int = 0  # 0 = before training and at the end only
     eval_at_start: bool = True
-    save_every: int = 0
-    keep_train_state: int = 1
-    save_dtype: str | None = None
+    save_every: int = 0  # 0 = only out/final
+    keep_train_state: int = 1  # checkpoints that keep their resume state (weights always kept)
+    save_dtype: str | None = None  # null = the model's dtype
     log_every: int = 1
     progress: bool = True
-    report_to: list[str] = field(default_factory=list)
-    num_threads: int = 0
+    report_to: list[str] = field(default_factory=list)  # [tensorboard] and/or [wandb]
+    num_threads: int = 0  # 0 = torch's default
 
     def __post_init__(self) -> None:
         validate_trainer(self)
@@ -116,6 +117,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     out: str = "runs/train"
     seed: int = 0
+    # auto: continue from the last complete checkpoint under `out` (fresh start if none);
+    # never: refuse an `out` that holds checkpoints; or a path to out/checkpoints/step-N
     resume: str = "auto"
 
     def __post_init__(self) -> None:

@@ -1,0 +1,84 @@
+"""One home per default: the dataclass schemas (spear_mm/*/config.py) hold every default; a YAML
+file in spear_mm/conf writes only what it changes (docs/architecture.md, configs)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from spear_mm.cli.hydra_app import CONF_DIR, compose
+from spear_mm.pipeline.config import RunConfig
+from spear_mm.pipeline.config import register as register_run
+from spear_mm.train.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
+
+GROUPS = {"model": ModelConfig, "data": DataConfig, "trainer": TrainerConfig}
+VERBS = {"train": TrainConfig}
+
+
+def _defaults(schema) -> dict:
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _body(path) -> dict:
+    data = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    data.pop("defaults", None)
+    return data
+
+
+def _restated(body: dict, reference: dict) -> list[str]:
+    flat_ref = _flat(reference)
+    return [k for k, v in _flat(body).items() if k in flat_ref and flat_ref[k] == v]
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for g in GROUPS for p in (CONF_DIR / g).glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_group_options_write_only_what_differs_from_the_schema(path):
+    schema = GROUPS[path.parent.name]
+    assert _restated(_body(path), _defaults(schema)) == [], f"{path} restates schema defaults"
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_verb_files_write_only_what_differs_from_the_schema(verb):
+    assert _restated(_body(CONF_DIR / f"{verb}.yaml"), _defaults(VERBS[verb])) == []
+
+
+def _base_overrides(path) -> list[str]:
+    """The experiment's own defaults list as command-line overrides (its starting point)."""
+    out = []
+    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
+        if isinstance(entry, str):
+            if entry != "_self_":
+                out.append(f"experiment={entry}")
+        else:
+            ((key, value),) = entry.items()
+            out.append(f"{key.removeprefix('override /')}={value}")
+    return out
+
+
+@pytest.mark.parametrize(
+    "path", sorted((CONF_DIR / "experiment").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_experiments_are_deltas(path):
+    register_run()
+    base = OmegaConf.to_container(compose("run", _base_overrides(path), RunConfig))
+    assert _restated(_body(path), base) == [], f"{path} restates what its base already says"
