@@ -225,7 +225,9 @@ CASES = [
     # -- Hydra configs
     train_case("train-misspelled-key", ["trainer.learning_rate"], "trainer.learning_rate=1e-4"),
     train_case("train-wrong-type", ["trainer.max_steps", "ten"], "trainer.max_steps=ten"),
-    train_case("train-unknown-group-option", ["model/gpt5"], "model=gpt5"),
+    # model=X that is no preset is read as a folder / hub id (docs/quickstart.md): said so.
+    train_case("train-unknown-model", ["'gpt5'", "not an existing folder"], "model=gpt5"),
+    train_case("train-unknown-group-option", ["trainer/huge"], "trainer=huge"),
     train_case("train-not-key-value", ["'fast'", "key=value"], "fast"),
     train_case("train-out-of-range", ["data.seq_len"], "data.seq_len=4"),
     Case("run-bad-value", ("run", "experiment=tiny", "out={out}", "compare.mc_limit=-1"),
