@@ -15,6 +15,7 @@ from pathlib import Path
 from spear_mm.analyze import aggregate
 from spear_mm.analyze.ablation import Ablation, LayerRestorer, selection_quality
 from spear_mm.analyze.config import DOMAIN_PROBE, GENERAL_PROBE, general_probe
+from spear_mm.analyze.sanity import sanity_report
 from spear_mm.analyze.stream import resolve_device, stream_signals
 from spear_mm.analyze.validate import (
     ScoreSpec,
@@ -202,11 +203,14 @@ def analyze(cfg) -> dict:
         )
         abl = ablation_analysis(base, adapted, weights, score, cfg) if cfg.ablation else None
     val = validation(weights["features"], score, abl, cfg) if abl else None
+    harm = abl["harm"][general_probe(cfg.probe.names)] if abl else None
     fitted = None
     if abl and cfg.fit:
-        harm = abl["harm"][general_probe(cfg.probe.names)]
         fitted = fit_spec(weights["features"], harm, label=str(adapted_dir))
         fitted.notes.append("in-sample: fitted on this study's ablation; check it on another")
+    sanity = sanity_report(weights["features"], score, harm)
+    for line in sanity["warnings"]:
+        _log(f"warning: {line}")
     return report.write_outputs(
-        Path(cfg.out), cfg, base_dir, adapted_dir, weights, spec, score, abl, val, fitted
+        Path(cfg.out), cfg, base_dir, adapted_dir, weights, spec, score, abl, val, fitted, sanity
     )
