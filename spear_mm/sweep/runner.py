@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from spear_mm.errors import UserError
 from spear_mm.io.atomic import atomic_write_text
 from spear_mm.io.checkpoint import CheckpointReader, parse_dtype
 from spear_mm.merge.recipe import load_recipe
@@ -68,8 +69,13 @@ def setup(cfg) -> Sweep:
         torch.set_num_threads(int(cfg.threads))
     base_dir = resolve_model(cfg.base).absolute()
     adapted_dir = resolve_model(cfg.adapted).absolute()
-    with CheckpointReader(adapted_dir) as reader:
-        layers = num_layers(reader.config)
+    with CheckpointReader(adapted_dir) as reader, CheckpointReader(base_dir) as base_reader:
+        layers, base_layers = num_layers(reader.config), num_layers(base_reader.config)
+    if base_layers != layers:  # extra base layers would be silently ignored by the merge
+        raise UserError(
+            f"layers in base {base_dir} and adapted {adapted_dir}: {base_layers} vs {layers}; "
+            "sweep needs a base and its own continued-pretraining checkpoint (same architecture)"
+        )
     ranking = load_ranking(cfg.analysis, layers) if cfg.analysis else None
     families, notes = list(cfg.families), []
     if ranking is None and any(f in RANKED for f in families):
