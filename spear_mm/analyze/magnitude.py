@@ -17,7 +17,8 @@ a constant feature maps to 0.5 everywhere, as under ranks.
 "Far out" is Tukey's far-out fence: x > Q3 + 3 · IQR (same fallback scale), measured on the
 layer's overall change ``rel_drift`` (√ΣΔ² / √ΣW² over its matrices — over 99% of its
 parameters). A layer is *unchanged* when every one of its tensors is identical in both
-checkpoints (``rel_drift`` and ``norm_drift`` exactly 0): restoring it is a no-op.
+checkpoints (``rel_drift``, ``norm_drift`` and every bias drift exactly 0): restoring it is a
+no-op.
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ def unchanged_layers(features: list[dict[str, float]]) -> list[int]:
     Needs ``rel_drift`` (matrices) in the features; a layer without it is not called unchanged
     (the features do not say), so specs over hand-made features behave as before.
     """
-    return [
-        i
-        for i, f in enumerate(features)
-        if CHANGE_FEATURE in f and f[CHANGE_FEATURE] == 0.0 and f.get("norm_drift", 0.0) == 0.0
-    ]
+    return [i for i, f in enumerate(features) if _still(f)]
+
+
+def _still(f: dict[str, float]) -> bool:
+    # matrices, norm gains and biases (kept apart as `rel_drift:<kind>.bias`) all unchanged
+    if CHANGE_FEATURE not in f or f[CHANGE_FEATURE] != 0.0 or f.get("norm_drift", 0.0) != 0.0:
+        return False
+    return all(v == 0.0 for k, v in f.items() if k.endswith(".bias"))
 
 
 def changed_layers(features: list[dict[str, float]]) -> list[int]:

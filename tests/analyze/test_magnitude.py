@@ -67,6 +67,12 @@ def test_far_out_fence_is_tukeys():
     assert lift[7] > 5 and all(v == 0.0 for v in lift[:7])
 
 
+def test_a_layer_whose_only_change_is_a_bias_has_changed():
+    still = {"rel_drift": 0.0, "norm_drift": 0.0, "rel_drift:attn_q.bias": 0.0}
+    moved = {**still, "rel_drift:attn_q.bias": 0.3}
+    assert magnitude.unchanged_layers([still, moved]) == [0]
+
+
 # ------------------------------------------------------------------ the planted pair
 def test_planted_pair_features(planted):
     _, _, feats = planted
