@@ -5,7 +5,8 @@ advisory lock on `out/.spear-mm.lock` (``fcntl.flock``, exclusive, non-blocking)
 the run ends. A second run into the same `out` fails at once with a `UserError` naming the holder,
 instead of interleaving its files with the first. The kernel drops the lock when the holder dies
 (even by SIGKILL), so a crashed run never blocks the next one; the lock file is removed when the
-run ends, so it never shows up among the results.
+run ends, so it never shows up among the results. In a multi-process launch (torchrun, `accelerate
+launch`) rank 0 holds the lock for the whole launch; the other ranks (RANK > 0) take none.
 
 On a `UserError` (bad input, a busy `out`, a full disk) a folder that this run created is removed
 again — nothing half-written stays behind — unless it already holds a finished study stage
@@ -96,7 +97,7 @@ def hold(out: Path | None, what: str | None = None) -> Iterator[None]:
 
     ``what`` is written into the lock file for the message a refused run prints (default: the
     verb of this process's command line, e.g. "spear-mm analyze")."""
-    if out is None:
+    if out is None or _worker_rank():
         yield
         return
     out = Path(out)
@@ -120,6 +121,15 @@ def hold(out: Path | None, what: str | None = None) -> Iterator[None]:
         _unlock(fd, path)
         raise
     _unlock(fd, path)
+
+
+def _worker_rank() -> bool:
+    """A rank > 0 of a multi-process launch (torchrun / `accelerate launch` set RANK): the whole
+    launch is one run, and rank 0 holds its lock."""
+    try:
+        return int(os.environ.get("RANK", "0")) > 0
+    except ValueError:
+        return False
 
 
 def _unlock(fd: int, path: Path) -> None:

@@ -32,6 +32,17 @@ def test_second_holder_is_refused_and_the_lock_file_goes_away(tmp_path):
         pass
 
 
+def test_ranks_above_0_of_one_launch_take_no_lock(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with runlock.hold(out, "rank 0"):
+        monkeypatch.setenv("RANK", "1")
+        with runlock.hold(out):  # the same launch: no "in use" error
+            pass
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(UserError, match="in use"), runlock.hold(out):
+            pass
+
+
 def test_a_failed_run_removes_only_the_folder_it_created(tmp_path):
     new = tmp_path / "new"
     with pytest.raises(UserError), runlock.hold(new):
