@@ -9,6 +9,22 @@ from omegaconf import MISSING
 from spear_mm.errors import UserError
 from spear_mm.eval.config import ProbeSettings
 
+# The probe whose per-layer harm is the analyzer's target: the ablation's truth ranking, the fit's
+# target, the selections and a prior's profile all read it (general_probe), and the domain probe
+# adds gain kept to the selections when present.
+GENERAL_PROBE, DOMAIN_PROBE = "general", "finance"
+
+
+def general_probe(names) -> str:
+    """The general probe of ``probe.names`` — the one place that picks it; UserError when absent."""
+    if GENERAL_PROBE not in list(names):
+        raise UserError(
+            f"analyze probe.names={list(names)} has no '{GENERAL_PROBE}' probe, which ablation=true "
+            f"needs (its harm ranks the layers for the ablation, fit and selection); pass "
+            f"'probe.names=[{GENERAL_PROBE},{DOMAIN_PROBE}]' or drop ablation=true"
+        )
+    return GENERAL_PROBE
+
 
 @dataclass
 class ProbeConfig(ProbeSettings):
@@ -48,8 +64,8 @@ class AnalyzeConfig:
             raise UserError(f"analyze top_k={self.top_k}: must be >= 1")
         if any(k < 1 for k in self.select_k):
             raise UserError(f"analyze select_k={self.select_k}: every k must be >= 1")
-        if self.ablation and len(self.probe.names) < 1:
-            raise UserError("analyze probe.names is empty; give at least `general`")
+        if self.ablation:
+            general_probe(self.probe.names)
         if self.fit and not self.ablation:
             raise UserError("analyze fit=true needs ablation=true (the fit targets its harm)")
 

@@ -40,18 +40,25 @@ def _versions() -> dict:
     return versions()
 
 
-def write_policies(out: Path, score: list[float], base: Path, adapted: Path, tied: bool) -> dict:
+def write_policies(
+    out: Path,
+    score: list[float],
+    base: Path,
+    adapted: Path,
+    tied: bool,
+    unchanged: list[int] = (),  # type: ignore[assignment]
+) -> dict:
     """recipes/<policy>.yaml and freeze/<policy>.yaml; returns what each policy does."""
     described = {}
     with atomic_dir(out / "recipes", force=True) as rdir:
         for p in POLICIES:
-            recipe = recipe_dict(score, p, str(base), str(adapted))
-            text = recipe_header(p) + yaml.safe_dump(recipe, sort_keys=False)
+            recipe = recipe_dict(score, p, str(base), str(adapted), unchanged=unchanged)
+            text = recipe_header(p, unchanged) + yaml.safe_dump(recipe, sort_keys=False)
             (rdir / f"{p.name}.yaml").write_text(text)
             described[p.name] = {"summary": p.summary, "layer_t": recipe["rules"][0]["t"]}
     with atomic_dir(out / "freeze", force=True) as fdir:
         for p in POLICIES:
-            plan = freeze_plan_dict(score, p, tied)
+            plan = freeze_plan_dict(score, p, tied, unchanged)
             (fdir / f"{p.name}.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
             described[p.name]["freeze_layers"] = plan["layers"]
     return described
@@ -68,11 +75,13 @@ def write_outputs(
     abl: dict | None,
     val: dict | None,
     fitted: ScoreSpec | None,
+    sanity: dict | None = None,
 ) -> dict:
     """Assemble analysis.json, draw the plot, write the policies; returns the JSON dict."""
     out.mkdir(parents=True, exist_ok=True)
     summary = weights["summary"]
-    policies = write_policies(out, score, base, adapted, summary["tied_embeddings"])
+    unchanged = sanity["unchanged_layers"] if sanity else []
+    policies = write_policies(out, score, base, adapted, summary["tied_embeddings"], unchanged)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "inputs": {
@@ -97,6 +106,7 @@ def write_outputs(
         "score_spec": spec.to_json(),
         "combined_score": score,
         "layer_ranking": ranking(score),
+        "sanity": sanity,
         "layers": weights["features"],
         "kinds": weights["kinds"],
         "kind_table_rel_drift": weights["kind_table"],

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from spear_mm.analyze import aggregate
 from spear_mm.analyze.ablation import Ablation, LayerRestorer, selection_quality
+from spear_mm.analyze.config import DOMAIN_PROBE, GENERAL_PROBE, general_probe
+from spear_mm.analyze.sanity import sanity_report
 from spear_mm.analyze.stream import resolve_device, stream_signals
 from spear_mm.analyze.validate import (
     ScoreSpec,
@@ -27,8 +29,6 @@ from spear_mm.analyze.validate import (
 )
 from spear_mm.errors import UserError
 from spear_mm.io.checkpoint import CheckpointReader
-
-GENERAL, DOMAIN = "general", "finance"
 
 
 def _log(msg: str) -> None:
@@ -79,12 +79,11 @@ def load_prior(path: str, n_layers: int) -> list[float]:
     reused. The two studies must have the same layer count."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        harm = data["ablation"]["harm"]
-        values = [float(v) for v in harm.get(GENERAL) or next(iter(harm.values()))]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as exc:
+        values = [float(v) for v in data["ablation"]["harm"][GENERAL_PROBE]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(
-            f"analyze prior={path}: not an analysis.json with an ablation ({exc!r}); run that "
-            "study with ablation=true"
+            f"analyze prior={path}: not an analysis.json with a '{GENERAL_PROBE}' ablation "
+            f"({exc!r}); run that study with ablation=true 'probe.names=[general,finance]'"
         ) from None
     if len(values) != n_layers:
         raise UserError(
@@ -95,7 +94,9 @@ def load_prior(path: str, n_layers: int) -> list[float]:
 
 
 def ablation_analysis(base, adapted, weights: dict, score: list[float], cfg) -> dict:
-    """Per-layer restore ablation, then the joint restores of each method's top-k layers."""
+    """Per-layer restore ablation, then the joint restores of each method's top-k layers.
+
+    The truth ranking is the general probe's harm (``general_probe``: checked with the config)."""
     from spear_mm.io.sources import load_model
 
     n = weights["summary"]["num_layers"]
@@ -110,8 +111,7 @@ def ablation_analysis(base, adapted, weights: dict, score: list[float], cfg) -> 
         log=_log,
     )
     result = abl.run()
-    gen = GENERAL if GENERAL in result["harm"] else sorted(result["harm"])[0]
-    truth = ranking(result["harm"][gen])
+    truth = ranking(result["harm"][general_probe(cfg.probe.names)])
     depth = list(range(n))
     picks = {"score": ranking(score), "ablation": truth, "depth": depth}
     if "prior" in weights["features"][0]:
@@ -155,7 +155,8 @@ def _lm_eval(model, tok, abl: Ablation, cfg) -> dict:
 
 def validation(features: list[dict], score: list[float], abl: dict, cfg) -> dict:
     """ρ of every feature and of the combined score vs general harm, and selection quality."""
-    harm = abl["harm"][GENERAL] if GENERAL in abl["harm"] else next(iter(abl["harm"].values()))
+    gen = general_probe(cfg.probe.names)
+    harm = abl["harm"][gen]
     corr = signal_correlations(features, harm)
     out = {
         "target": "general_harm",
@@ -166,11 +167,10 @@ def validation(features: list[dict], score: list[float], abl: dict, cfg) -> dict
         "rho_signals_given_depth": signal_correlations(features, harm, control="depth"),
         "rho_combined_given_depth": partial_spearman(score, harm, [f["depth"] for f in features]),
     }
-    if DOMAIN in abl["harm"]:
-        out["rho_combined_vs_domain_harm"] = spearman(score, abl["harm"][DOMAIN])
-    if GENERAL in abl["harm"] and DOMAIN in abl["harm"]:
+    if DOMAIN_PROBE in abl["harm"]:
+        out["rho_combined_vs_domain_harm"] = spearman(score, abl["harm"][DOMAIN_PROBE])
         out["selection"] = {
-            str(k): selection_quality(abl, k, GENERAL, DOMAIN) for k in cfg.select_k
+            str(k): selection_quality(abl, k, gen, DOMAIN_PROBE) for k in cfg.select_k
         }
     return out
 
@@ -203,11 +203,14 @@ def analyze(cfg) -> dict:
         )
         abl = ablation_analysis(base, adapted, weights, score, cfg) if cfg.ablation else None
     val = validation(weights["features"], score, abl, cfg) if abl else None
+    harm = abl["harm"][general_probe(cfg.probe.names)] if abl else None
     fitted = None
     if abl and cfg.fit:
-        harm = abl["harm"][GENERAL]
         fitted = fit_spec(weights["features"], harm, label=str(adapted_dir))
         fitted.notes.append("in-sample: fitted on this study's ablation; check it on another")
+    sanity = sanity_report(weights["features"], score, harm)
+    for line in sanity["warnings"]:
+        _log(f"warning: {line}")
     return report.write_outputs(
-        Path(cfg.out), cfg, base_dir, adapted_dir, weights, spec, score, abl, val, fitted
+        Path(cfg.out), cfg, base_dir, adapted_dir, weights, spec, score, abl, val, fitted, sanity
     )

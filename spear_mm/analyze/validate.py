@@ -1,10 +1,13 @@
 """Rank statistics, the combined score, and how well weight signals predict the ablation (pure).
 
-The combined weight-only score is ``Σ_f w_f · rank01(feature_f)`` over layer features (see
-``aggregate.layer_features``). Ranks, not raw values, because the features live on unrelated
-scales and only the ordering of layers matters to the policies. A ``ScoreSpec`` can be fitted on
+The combined weight-only score is ``Σ_f w_f · g(feature_f) + guard · Σ|w| · lift`` over layer
+features (see ``aggregate.layer_features``), where g is the magnitude-preserving robust scaling of
+``magnitude.robust_scale`` (not a rank: an outlier keeps its distance) and ``lift`` is how far a
+layer's overall change lies beyond Tukey's far-out fence (0 for ordinary layers). Layers whose
+tensors did not change at all score below every layer that did. A ``ScoreSpec`` can be fitted on
 one study (``fit_spec``) and applied unchanged to another (``score_spec=FILE``); every report says
-whether the spec was fitted on the data it is scored on (``in_sample``).
+whether the spec was fitted on the data it is scored on (``in_sample``). Reasoning:
+docs/analyzer.md §3.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from spear_mm.analyze.magnitude import changed_layers, outlier_lift, robust_scale
 from spear_mm.errors import UserError
 
 # The shipped default: depth (earliest layers first) plus the relative drift of the MLP up
@@ -20,20 +24,30 @@ from spear_mm.errors import UserError
 # ablations) and then checked on a third it had not seen: rho 0.73 / 0.68 / 0.79 against depth's
 # 0.66 / 0.57 / 0.71 (docs/benchmarks.md, ## Analyze). Models without an MLP up projection fall
 # back to depth alone (FALLBACK_WEIGHTS). Replace it with a spec checked on your own studies
-# (score_spec=FILE).
+# (score_spec=FILE). Those ρ were measured when features entered as ranks; the magnitude-aware
+# scaling (SCORE_SCALE) keeps the same order for evenly spread features and was not re-measured on
+# those seeds yet (docs/analyzer.md).
 DEFAULT_WEIGHTS = {"depth": 1.0, "rel_drift:mlp_up": 1.0}
 FALLBACK_WEIGHTS = {"depth": 1.0}
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)
+# How features enter the score; part of the pipeline's analyze-stage key, so a change of the
+# scaling recomputes cached analyses.
+SCORE_SCALE = "robust-iqr+far-out-lift+unchanged-last/1"
 
 
 @dataclass
 class ScoreSpec:
-    """Weights of the combined score over rank-normalised layer features."""
+    """Weights of the combined score over robustly scaled layer features.
+
+    ``outlier_guard`` weighs the far-out lift (in units of Σ|w|): 1 lifts a layer whose overall
+    change is far out to the top whatever the features; 0 leaves the ranking to the features.
+    """
 
     weights: dict[str, float]
     fitted_on: str = "default"
     fit_rho: float | None = None
     notes: list[str] = field(default_factory=list)
+    outlier_guard: float = 1.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,6 +69,7 @@ class ScoreSpec:
             str(data.get("fitted_on", p)),
             data.get("fit_rho"),
             list(data.get("notes", [])),
+            float(data.get("outlier_guard", 1.0)),
         )
 
 
@@ -121,7 +136,13 @@ def default_spec(features: list[dict[str, float]]) -> ScoreSpec:
 
 
 def combined_score(features: list[dict[str, float]], spec: ScoreSpec) -> list[float]:
-    """Per-layer combined score; a feature the study lacks is an error naming it."""
+    """Per-layer combined score; a feature the study lacks is an error naming it.
+
+    Medians and IQRs are taken over the layers that changed; a layer that did not change at all
+    scores 1 below the lowest changed layer, so every ranking puts it last (all layers unchanged:
+    all 0).
+    """
+    live = changed_layers(features)
     score = [0.0] * len(features)
     for name, w in spec.weights.items():
         if w == 0.0:
@@ -131,8 +152,15 @@ def combined_score(features: list[dict[str, float]], spec: ScoreSpec) -> list[fl
             raise UserError(
                 f"score_spec feature '{name}' not computed for this model; have: {have}"
             )
-        for i, v in enumerate(rank01([f[name] for f in features])):
+        for i, v in enumerate(robust_scale([f[name] for f in features], live)):
             score[i] += w * v
+    guard = spec.outlier_guard * sum(abs(w) for w in spec.weights.values())
+    if guard:
+        score = [s + guard * lift for s, lift in zip(score, outlier_lift(features))]
+    if len(live) < len(features):
+        floor = min((score[i] for i in live), default=1.0) - 1.0
+        still = set(range(len(features))) - set(live)
+        score = [floor if i in still else s for i, s in enumerate(score)]
     return score
 
 

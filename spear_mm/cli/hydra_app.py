@@ -151,19 +151,23 @@ RUN_INFO_FILES = ("config.yaml", "run_info.json")
 
 
 def _run_task(cfg, task: Callable, write_info: bool) -> int:
-    out = Path(cfg.out) if write_info and cfg.get("out") else None
-    saved = _snapshot(out) if out is not None else None
-    if out is not None:
-        from spear_mm.runinfo import write_run_info
+    from spear_mm.io import runlock
 
-        seeds = {"seed": cfg.get("seed")} if "seed" in cfg else {}
-        write_run_info(cfg.out, cfg, seeds)
-    try:
-        result = task(cfg)
-    except UserError:
-        if out is not None:
-            _restore(out, saved)
-        raise
+    out = Path(cfg.out) if write_info and cfg.get("out") else None
+    with runlock.hold(out):  # one run per out; a bad run removes the folder it created
+        saved = _snapshot(out) if out is not None else None
+        try:
+            with runlock.disk_errors(out):  # a full disk is a one-line error too
+                if out is not None:
+                    from spear_mm.runinfo import write_run_info
+
+                    seeds = {"seed": cfg.get("seed")} if "seed" in cfg else {}
+                    write_run_info(cfg.out, cfg, seeds)
+                result = task(cfg)
+        except UserError:
+            if out is not None:
+                _restore(out, saved)
+            raise
     return int(result or 0)
 
 

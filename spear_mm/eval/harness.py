@@ -200,6 +200,7 @@ def evaluate(
     limit = _normalize_limit(limit)
     data_files = dict(data_files or {})
     include_path = [str(Path(p).absolute()) for p in include_path]
+    suites.check_data_files(data_files)  # before any loading or logging: one-line errors
     module, tok, fingerprint, source = _load(model_or_path, tokenizer)
     dev = _resolve_device(device, module)
     torch_dtype = _resolve_dtype(dtype, dev) if module is None else next(module.parameters()).dtype
@@ -216,6 +217,7 @@ def evaluate(
     done, todo = _lookup(cache, fingerprint, keys, use_cache, progress)
     if todo:
         if module is None:
+            _check_headers(source)  # a broken checkpoint: one error line, before any progress
             _log(progress, f"loading {source}")
             module, tok = _load_folder(source, tok, torch_dtype, dev)
         run = {"limit": limit, "batch_size": batch_size, "seed": seed, "max_length": max_length}
@@ -242,6 +244,15 @@ def _lookup(
         done[task] = {**hit, "cached": True}
         _log(progress, f"{task}: cached ({hit.get('primary')} = {hit.get('score')})")
     return done, todo
+
+
+def _check_headers(folder: str) -> None:
+    """Read every safetensors header of ``folder`` (cheap); raises the reader's UserError."""
+    from spear_mm.io.checkpoint import CheckpointReader
+
+    if any(Path(folder).glob("*.safetensors")):
+        with CheckpointReader(folder):
+            pass
 
 
 def _load_folder(folder: str, tokenizer, dtype: torch.dtype, device: str):

@@ -103,6 +103,7 @@ def _point_at_file(template: str, task: str, path: str) -> str:
 
 
 def _check_overrides(data_files: Mapping[str, str]) -> None:
+    """Every override names a bundled task and a readable JSON-lines file with ≥ 1 record."""
     for task, path in data_files.items():
         if task not in bundled_tasks():
             raise UserError(
@@ -111,6 +112,31 @@ def _check_overrides(data_files: Mapping[str, str]) -> None:
             )
         if not Path(path).is_file():
             raise UserError(f"data_files.{task}: file {path} not found; give a JSON-lines file")
+        _check_jsonl(task, Path(path))
+
+
+def _check_jsonl(task: str, path: Path) -> None:
+    fix = "give a UTF-8 JSON-lines file, one JSON object per line"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"data_files.{task}: cannot read {path} ({exc}); {fix}") from None
+    records = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise UserError(f"data_files.{task}: {path} line {number} is not a JSON object; {fix}")
+        records += any(str(v).strip() for v in record.values() if v is not None)
+    if records == 0:  # an empty text scores 0 bytes: a division by zero downstream
+        raise UserError(f"data_files.{task}: {path} has no non-empty record; {fix}")
+
+
+check_data_files = _check_overrides  # public: the harness checks before loading anything
 
 
 def task_digest(task: str, data_files: Mapping[str, str] | None = None) -> str:

@@ -101,13 +101,20 @@ def uniform_finding(sel: dict | None, uni: dict | None) -> str | None:
     )
 
 
+def _sanity_lines(analysis: dict) -> list[str]:
+    """The analyzer's own sanity warnings (unchanged / far-out layers vs the ranking)."""
+    sanity = analysis.get("sanity") or {}
+    return [f"Analyzer warning: {w}." for w in sanity.get("warnings") or []]
+
+
 def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
     val = analysis.get("validation")
     if not val:
         return (
             [
                 "The analyzer ran without the ablation: its ranking is not validated in this run "
-                "(set analyze.ablation=true)."
+                "(set analyze.ablation=true).",
+                *_sanity_lines(analysis),
             ],
             [],
         )
@@ -115,7 +122,8 @@ def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
     lines = [
         f"The analyzer's combined weight-only score ranks layers with Spearman ρ = {fmt(rho, 2)} "
         f"against the ablation's general harm; the depth baseline (earliest layers first) reaches "
-        f"ρ = {fmt(depth, 2)}: the weight-only score {_versus_depth(rho, depth)}."
+        f"ρ = {fmt(depth, 2)}: the weight-only score {_versus_depth(rho, depth)}.",
+        *_sanity_lines(analysis),
     ]
     tokens = ((analysis.get("ablation") or {}).get("probe") or {}).get("max_tokens")
     if tokens is not None and tokens < PRECISE_PROBE_TOKENS:

@@ -65,9 +65,10 @@ def analyze_stage(cfg, base: Path, adapted: Path, upstream: str) -> Stage:
     files = {k: _digest(payload["analyze"].get(k)) for k in ("score_spec", "prior")}
     if any(files.values()):  # a file edited in place must recompute the stage
         payload["files"] = files
-    if not payload["analyze"].get("score_spec"):  # a new shipped default recomputes it too
-        from spear_mm.analyze.validate import DEFAULT_WEIGHTS
+    from spear_mm.analyze.validate import DEFAULT_WEIGHTS, SCORE_SCALE
 
+    payload["score_scale"] = SCORE_SCALE  # a new way of combining features recomputes the stage
+    if not payload["analyze"].get("score_spec"):  # a new shipped default recomputes it too
         payload["default_score"] = dict(DEFAULT_WEIGHTS)
 
     def run(folder: Path) -> dict:

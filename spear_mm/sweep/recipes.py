@@ -65,6 +65,12 @@ def recipe_yaml(schedule: Schedule, data: dict) -> str:
         f"(0 = adapted, 1 = base)\n"
         f"# mean restore {schedule.mean_restore:.4f}; t = weight of the ADAPTED model\n"
     )
+    if schedule.inert:
+        layers = ", ".join(str(i) for i in schedule.inert)
+        head += (
+            f"# layers {layers}: identical in base and adapted, not restored; their t is "
+            "irrelevant (every t gives the same weights)\n"
+        )
     return head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from spear_mm.errors import UserError
 from spear_mm.io.atomic import atomic_write_text
 from spear_mm.io.checkpoint import CheckpointReader, parse_dtype
 from spear_mm.merge.recipe import load_recipe
@@ -27,7 +28,7 @@ from spear_mm.sweep.evaluate import (
     suite_tasks,
 )
 from spear_mm.sweep.points import SweepPoint, derive_scores
-from spear_mm.sweep.ranking import LayerRanking, load_ranking
+from spear_mm.sweep.ranking import LayerRanking, inert_last, load_ranking, unchanged_layers
 from spear_mm.sweep.schedule import make_schedule
 
 log = logging.getLogger("spear_mm.sweep")
@@ -47,6 +48,7 @@ class Sweep:
     families: list[str]
     points: list[SweepPoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    inert: tuple[int, ...] = ()  # layers identical in base and adapted (analyzer: never restored)
 
     @property
     def num_layers(self) -> int:
@@ -67,8 +69,13 @@ def setup(cfg) -> Sweep:
         torch.set_num_threads(int(cfg.threads))
     base_dir = resolve_model(cfg.base).absolute()
     adapted_dir = resolve_model(cfg.adapted).absolute()
-    with CheckpointReader(adapted_dir) as reader:
-        layers = num_layers(reader.config)
+    with CheckpointReader(adapted_dir) as reader, CheckpointReader(base_dir) as base_reader:
+        layers, base_layers = num_layers(reader.config), num_layers(base_reader.config)
+    if base_layers != layers:  # extra base layers would be silently ignored by the merge
+        raise UserError(
+            f"layers in base {base_dir} and adapted {adapted_dir}: {base_layers} vs {layers}; "
+            "sweep needs a base and its own continued-pretraining checkpoint (same architecture)"
+        )
     ranking = load_ranking(cfg.analysis, layers) if cfg.analysis else None
     families, notes = list(cfg.families), []
     if ranking is None and any(f in RANKED for f in families):
@@ -80,9 +87,13 @@ def setup(cfg) -> Sweep:
         notes.append("uniform added: it is the line every other family is compared with")
     scorer = Scorer(make_probes(cfg.probe), suite_tasks(cfg.suite), cfg.suite_limit)
     session = SweepSession.open(base_dir, adapted_dir, scorer, parse_dtype(cfg.dtype))
+    inert = unchanged_layers(session.merger.base_state, session.merger.adapted_state, layers)
+    ranking = inert_last(ranking, inert, notes) if ranking else None
     out = Path(cfg.out)
     _clear_previous(out)
-    return Sweep(cfg, out, base_dir, adapted_dir, session, ranking, families, notes=notes)
+    return Sweep(
+        cfg, out, base_dir, adapted_dir, session, ranking, families, notes=notes, inert=inert
+    )
 
 
 def _clear_previous(out: Path) -> None:
@@ -107,7 +118,13 @@ def evaluate_point(sw: Sweep, family: str, knob: float, role: str) -> SweepPoint
     kind = "uniform" if role == "baseline" else family
     order = list(sw.ranking.order) if sw.ranking else None
     sched = make_schedule(
-        kind, knob, sw.num_layers, order, spread=cfg.gamma_spread, nonlayer=cfg.nonlayer
+        kind,
+        knob,
+        sw.num_layers,
+        order,
+        spread=cfg.gamma_spread,
+        nonlayer=cfg.nonlayer,
+        inert=sw.inert,
     )
     data = recipes.recipe_dict(sched, sw.base_dir, sw.adapted_dir, cfg.method)
     rel = f"recipes/{recipe_name(family, knob, role)}"

@@ -17,6 +17,11 @@ first) and κ ≥ 1 the spread (`gamma_spread`); κ = 1 is the uniform family. T
 mean is 1, so a graded schedule restores about as much in total as uniform at the same knob. Powers
 keep both ends exact for any κ: 0^γ = 0 and 1^γ = 1.
 
+Layers identical in base and adapted (``inert``, found by the sweep in the weights it merges) are
+never restored by ``analyzer``: r = 0 strictly inside (0, 1) (their t is irrelevant — every t gives
+the same weights — and the recipe's comment says so), and the γ positions are spread over the
+layers that changed, so no part of the schedule goes to a no-op.
+
 Non-layer tensors (`nonlayer`): ``last`` (default) gives them the last layer's restore — with
 tied embeddings the last block, the final norm and the embedding/lm_head moved together during CPT
 and restoring one without the others hurt (notes/method.md); ``knob`` gives them r = a; ``mean``
@@ -25,7 +30,7 @@ the mean of the layer restores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 FAMILIES = ("uniform", "depth", "analyzer", "topk")
@@ -40,6 +45,7 @@ class Schedule:
     knob: float
     layer_restore: tuple[float, ...]
     nonlayer_restore: float
+    inert: tuple[int, ...] = ()  # layers left at r = 0 because base and adapted are identical
 
     @property
     def layer_t(self) -> list[float]:
@@ -83,24 +89,48 @@ def _check_knob(knob: float) -> float:
     return knob
 
 
-def _nonlayer(policy: str, knob: float, restore: list[float]) -> float:
+def _nonlayer(policy: str, knob: float, restore: list[float], inert=()) -> float:
+    live = [r for i, r in enumerate(restore) if i not in inert] or restore  # inert: moot
     if policy == "last":
-        return restore[-1]
+        if len(restore) - 1 not in inert:
+            return restore[-1]
+        policy = "mean"  # the last block did not change: its tie to the embeddings is moot
     if policy == "knob":
         return knob
     if policy == "mean":
         # Snap the ends so the mean of all-zeros / all-ones stays exactly 0 / 1.
-        return 0.0 if knob == 0.0 else 1.0 if knob == 1.0 else sum(restore) / len(restore)
+        return 0.0 if knob == 0.0 else 1.0 if knob == 1.0 else sum(live) / len(live)
     raise ValueError(f"nonlayer policy '{policy}' is not one of {', '.join(NONLAYER_POLICIES)}")
 
 
-def layer_restore(
-    family: str, knob: float, num_layers: int, order: Sequence[int], spread: float
+def _graded_live(
+    knob: float, num_layers: int, order: Sequence[int], spread: float, inert
 ) -> list[float]:
-    """r_i for every layer (see the module doc); `order` is ignored by ``uniform``."""
+    """``analyzer`` with inert layers: γ spread over the changed layers only, r = 0 for the inert
+    ones (r = 1 at knob 1, so the ends stay exact)."""
+    live = [i for i in order if i not in inert]
+    restore = [1.0 if knob == 1.0 else 0.0] * num_layers
+    ranked = list(range(len(live)))
+    for slot, g in zip(live, exponents(ranked, len(live), spread) if live else []):
+        restore[slot] = knob**g
+    return restore
+
+
+def layer_restore(
+    family: str,
+    knob: float,
+    num_layers: int,
+    order: Sequence[int],
+    spread: float,
+    inert: Collection[int] = (),
+) -> list[float]:
+    """r_i for every layer (see the module doc); `order` is ignored by ``uniform``, ``inert``
+    by every family but ``analyzer``."""
     knob = _check_knob(knob)
     if family == "uniform":
         return [knob] * num_layers
+    if family == "analyzer" and inert:
+        return _graded_live(knob, num_layers, order, spread, set(inert))
     if family in ("depth", "analyzer"):
         return [knob**g for g in exponents(order, num_layers, spread)]
     if family == "topk":
@@ -118,13 +148,17 @@ def make_schedule(
     *,
     spread: float = 3.0,
     nonlayer: str = "last",
+    inert: Collection[int] = (),
 ) -> Schedule:
-    """The schedule of `family` at `knob`; ``depth`` builds its own order (layer 0 first)."""
+    """The schedule of `family` at `knob`; ``depth`` builds its own order (layer 0 first);
+    ``inert`` (layers identical in both models) is used by ``analyzer`` only."""
     if family == "depth":
         order = list(range(num_layers))
     elif order is None:
         order = list(range(num_layers))
         if family != "uniform":
             raise ValueError(f"family '{family}' needs a layer ranking")
-    restore = layer_restore(family, knob, num_layers, order, spread)
-    return Schedule(family, float(knob), tuple(restore), _nonlayer(nonlayer, float(knob), restore))
+    inert = tuple(sorted(inert)) if family == "analyzer" else ()
+    restore = layer_restore(family, knob, num_layers, order, spread, inert)
+    other = _nonlayer(nonlayer, float(knob), restore, inert)
+    return Schedule(family, float(knob), tuple(restore), other, inert)

@@ -127,3 +127,16 @@ def test_cli_reference_ablation_prior(tmp_path, tiny_pair):
     )
     assert proc.returncode == 2 and "prior=" in proc.stderr and proc.stderr.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_ablation_without_general_probe_is_one_line(tmp_path, tiny_pair):
+    """ablation/fit/selection rank by the general probe: without it, exit 2 naming the key."""
+    base, adapted = tiny_pair
+    out = tmp_path / "o"
+    args = [f"base={base}", f"adapted={adapted}", f"out={out}", "ablation=true", "fit=true"]
+    proc = _run([*args, "probe.names=[finance]"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "KeyError" not in proc.stderr and "probe.names" in proc.stderr
+    assert "probe.names=[general,finance]" in proc.stderr  # the fix
+    assert not out.exists()

@@ -161,6 +161,28 @@ def train_case(id, words, *overrides):
     return Case(id, ("train", "model.name={base}", *TRAIN_FAST, "out={out}", *overrides), words)
 
 
+def an_case(id, words, *overrides, base="{base}", adapted="{adapted}", out="{out}"):
+    return Case(id, ("analyze", f"base={base}", f"adapted={adapted}", f"out={out}", *overrides),
+                tuple(words))  # fmt: skip
+
+
+def sw_case(id, words, *overrides, base="{base}", adapted="{adapted}", out="{out}"):
+    args = ("sweep", f"base={base}", f"adapted={adapted}", f"out={out}", "probe.max_tokens=64")
+    return Case(id, (*args, *overrides), tuple(words))
+
+
+def ev_case(id, words, *overrides):
+    args = ("eval", "model.name={base}", "limit=2", *overrides)
+    return Case(id, args if any(o.startswith("out=") for o in overrides) else (*args, "out={out}"),
+                tuple(words))  # fmt: skip
+
+
+def run_case(id, words, *overrides):
+    args = ("run", "experiment=tiny", "model.name={base}", *overrides)
+    return Case(id, args if any(o.startswith("out=") for o in overrides) else (*args, "out={out}"),
+                tuple(words))  # fmt: skip
+
+
 CASES = [
     # -- merge recipes
     merge_case("recipe-missing-key", {"base": "{base}"}, ["key 'adapted'", "missing", "{recipe}"]),
@@ -251,6 +273,46 @@ CASES = [
     train_case("train-heldout-corpus", ["data.domain", "held out"], "data.domain=finance_heldout"),
     train_case("train-bad-resume", ["resume", "{models}/nope"], "resume={models}/nope",
                "data.domain={corpus_ok}"),
+    # -- every Hydra verb: checkpoints, corpora, keys and groups, outputs (issue 17)
+    an_case("analyze-base-missing", ["{models}/nope", "folder"], base="{models}/nope"),
+    an_case("analyze-shapes-differ", ["shape", "in base vs"], base="{wide}"),
+    an_case("analyze-layer-count-differs", ["{deep}", "layers", "3 vs 2"], base="{deep}"),
+    an_case("analyze-vocab-mismatch", ["model.embed_tokens.weight", "vocabulary"], base="{grown}"),
+    an_case("analyze-truncated", ["{truncated}", "truncated"], adapted="{truncated}"),
+    an_case("analyze-misspelled-key", ["'ablaton'"], "ablaton=true"),
+    an_case("analyze-unknown-group", ["'model'"], "model=gpt5"),
+    an_case("analyze-no-general-probe", ["probe.names", "probe.names=[general,finance]"],
+            "ablation=true", "probe.names=[finance]"),
+    an_case("analyze-out-not-writable", ["{readonly}", "out="], out="{readonly}/spear_an"),
+    an_case("analyze-out-is-a-file", ["{a_file}", "not a folder"], out="{a_file}"),
+    an_case("analyze-prior-wrong-format", ["prior={corpus_badjson}"], "prior={corpus_badjson}"),
+    sw_case("sweep-adapted-missing", ["{models}/nope", "folder"], adapted="{models}/nope"),
+    sw_case("sweep-shapes-differ", ["shape", "in base vs"], base="{wide}"),
+    sw_case("sweep-layer-count-differs", ["{deep}", "3 vs 2", "architecture"], base="{deep}"),
+    sw_case("sweep-vocab-mismatch", ["model.embed_tokens.weight", "vocabulary"], base="{grown}"),
+    sw_case("sweep-misspelled-key", ["'knobz'"], "knobz=[0.5]"),
+    sw_case("sweep-unknown-group", ["suite/nope"], "suite=nope"),
+    sw_case("sweep-analysis-wrong-format", ["{corpus_badjson}", "JSON"],
+            "analysis={corpus_badjson}"),
+    sw_case("sweep-out-not-writable", ["{readonly}", "out="], out="{readonly}/spear_sw"),
+    ev_case("eval-model-missing", ["{models}/nope", "folder"], "model.name={models}/nope"),
+    ev_case("eval-truncated-model", ["{truncated}", "truncated"], "model.name={truncated}"),
+    ev_case("eval-unknown-group", ["suite/nope"], "suite=nope"),
+    ev_case("eval-empty-data-file", ["data_files.spear_general_ppl", "no non-empty record"],
+            "+data_files.spear_general_ppl={corpus_empty}"),
+    ev_case("eval-wrong-format-data-file", ["{corpus_badjson}", "not a JSON object"],
+            "+data_files.spear_general_ppl={corpus_badjson}"),
+    ev_case("eval-out-not-writable", ["{readonly}", "out="], "out={readonly}/spear_ev"),
+    Case("train-out-not-writable",
+         ("train", "model.name={base}", *TRAIN_FAST, "out={readonly}/spear_tr"),
+         ("{readonly}", "out=")),
+    train_case("train-unknown-trainer", ["trainer/nope"], "trainer=nope"),
+    run_case("run-model-missing", ["{models}/nope", "folder"], "model.name={models}/nope"),
+    run_case("run-empty-corpus", ["data.domain", "0 non-empty"], "data.domain={corpus_empty}"),
+    run_case("run-wrong-format-corpus", ["data.domain", "{corpus_badjson}", "JSON"],
+             "data.domain={corpus_badjson}"),
+    run_case("run-misspelled-key", ["'analyse'"], "analyse.ablation=false"),
+    run_case("run-out-not-writable", ["{readonly}", "out="], "out={readonly}/spear_run"),
     Case("train-rerun-bad-corpus-keeps-run",
          ("train", "model.name={base}", *TRAIN_FAST, "out={previous_run}",
           "data.domain={corpus_latin1}"),
