@@ -148,11 +148,13 @@ def _first_pass(io: Spans, lin, acc: list[float], norms, threshold: float) -> bo
                 write = abs(cos) > threshold + K.MERGEKIT_BAND
             if write:
                 io.commit(lo, hi)
+            if not write and norms is not None:  # the combine was in vain: norms too
+                norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
+                norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
+        elif norms is not None:
+            K.sums_mk_norms_span(fa, fb, io.dtype, acc, norms, MK_CHUNK)
         else:
             K.sums_span(fa, fb, io.dtype, acc, io.numel)
-        if norms is not None and not write:
-            norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
-            norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
     return write
 
 

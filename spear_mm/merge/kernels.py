@@ -189,6 +189,25 @@ def mk_norm_parts(v: torch.Tensor, dtype, chunk: int = 1 << 20) -> list[torch.Te
     ]
 
 
+def sums_mk_norms_span(fa, fb, dtype, acc: list[float], norms, chunk: int = 1 << 20) -> None:
+    """`sums_span` plus mergekit's chunk norms of fa and fb (appended to norms[0], norms[1]),
+    converting each chunk to `dtype` once instead of twice. The span must start on a multiple
+    of `chunk` (itself a multiple of BLOCK); the values are those of the separate functions
+    (the same fp32 elements reduced with the same shapes)."""
+    n = fa.numel()
+    width = min(chunk, n)
+    s = _scratch("xyd_mk", 3 * width, dtype, fa.device).view(3, width)
+    for lo in range(0, n, chunk):
+        m = min(n, lo + chunk) - lo
+        s[0, :m].copy_(fa[lo : lo + m])
+        s[1, :m].copy_(fb[lo : lo + m])
+        for row, out in ((s[0, :m], norms[0]), (s[1, :m], norms[1])):
+            out.append(torch.linalg.vector_norm(row.view(1, -1), dim=1, keepdim=True))
+        for b_lo, b_hi in _blocks(m):
+            for i, part in enumerate(_block_sums(s[:, b_lo:b_hi], b_hi - b_lo)):
+                acc[i] += part
+
+
 def mk_norm(parts: list[torch.Tensor]) -> torch.Tensor:
     """The tensor norm from its chunk norms (≤ EPS counts as 1, as in mergekit)."""
     n = torch.linalg.vector_norm(torch.stack(parts), dim=0)

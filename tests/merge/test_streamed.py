@@ -128,10 +128,19 @@ def _files(folder) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_streamed_files_equal_whole_tensor_files(tmp_path, models, monkeypatch, case):
+    _compare(tmp_path, models, monkeypatch, case, BLOCK)
+
+
+@pytest.mark.parametrize("case", ["mergekit-slerp-far", "native-slerp-near"])
+def test_streamed_files_equal_with_the_default_block(tmp_path, models, monkeypatch, case):
+    _compare(tmp_path, models, monkeypatch, case, streamed.IO_BLOCK)  # up_proj: 2 blocks
+
+
+def _compare(tmp_path, models, monkeypatch, case: str, block: int) -> None:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(CASES[case](models), sort_keys=False))
     recipe = load_recipe(path)
-    monkeypatch.setattr(streamed, "IO_BLOCK", BLOCK)
+    monkeypatch.setattr(streamed, "IO_BLOCK", block)
     run_merge(recipe, tmp_path / "streamed", progress=False, threads=2, shard_size="8MB")
     with monkeypatch.context() as m:
         m.setattr(executor, "_streamable", lambda *a: False)  # today's whole-tensor path
@@ -182,3 +191,21 @@ def test_no_tensor_is_read_or_written_whole(tmp_path, models, monkeypatch):
     assert max(n for _, n in mapped) <= BLOCK * 2
     assert max(n for _, n in written) <= BLOCK * 2
     assert sum(n for name, n in written if name == q) >= tensor_bytes  # it was all written
+
+
+def test_fused_first_pass_equals_separate_functions():
+    """sums_mk_norms_span (one conversion) gives the bits of sums_span + mk_norm_parts."""
+    from spear_mm.merge import kernels as K
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(5 * (1 << 19) + 777, generator=g).to(torch.bfloat16)
+    b = (a.float() + 0.05 * torch.randn(a.shape, generator=g)).to(torch.bfloat16)
+    acc, norms = [0.0, 0.0, 0.0], ([], [])
+    K.sums_mk_norms_span(a, b, torch.float32, acc, norms)
+    want = [0.0, 0.0, 0.0]
+    K.sums_span(a, b, torch.float32, want)
+    assert acc == want
+    assert torch.equal(torch.stack(norms[0]), torch.stack(K.mk_norm_parts(a, torch.float32)))
+    assert torch.equal(torch.stack(norms[1]), torch.stack(K.mk_norm_parts(b, torch.float32)))
+    na, nb = K.mk_norm(norms[0]), K.mk_norm(norms[1])
+    assert K.mk_dot(K.mk_dot_parts(a, b, na, nb, torch.float32)) == K.mergekit_cosine(a, b)
