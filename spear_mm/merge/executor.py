@@ -238,7 +238,8 @@ def _streamable(job: MergeJob, name: str, device: str) -> bool:
     if device != "cpu" or job.plans[name].method not in blockwise.METHODS:
         return False
     files = (job.base.tensor_file(job.base_names[name]), job.adapted.tensor_file(name))
-    return None not in files and job.adapted.nbytes(name) > 0
+    sizes = (job.base.nbytes(job.base_names[name]), job.adapted.nbytes(name))
+    return None not in files and min(sizes) > 0
 
 
 def _stream(

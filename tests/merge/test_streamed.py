@@ -209,3 +209,33 @@ def test_fused_first_pass_equals_separate_functions():
     assert torch.equal(torch.stack(norms[1]), torch.stack(K.mk_norm_parts(b, torch.float32)))
     na, nb = K.mk_norm(norms[0]), K.mk_norm(norms[1])
     assert K.mk_dot(K.mk_dot_parts(a, b, na, nb, torch.float32)) == K.mergekit_cosine(a, b)
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ([{"kinds": "embeddings", "action": "freeze"}], "base checkpoint's values contain NaN"),
+        ([{"kinds": "embeddings", "t": 0.5}], "merged values contain NaN"),
+    ],
+)
+def test_nan_in_a_late_block_is_an_error_and_writes_nothing(tmp_path, models, rules, message):
+    import shutil
+
+    from spear_mm.errors import UserError
+    from spear_mm.io.direct import read_entries
+
+    base = tmp_path / "base"
+    shutil.copytree(models / "base", base)
+    name = "model.embed_tokens.weight"
+    shard = next(p for p in base.glob("*.safetensors") if name in read_entries(p))
+    entry = read_entries(shard)[name]
+    with open(shard, "r+b") as fh:  # a NaN in the last block of the embedding
+        fh.seek(entry.end - 2)
+        fh.write(torch.tensor([float("nan")], dtype=torch.bfloat16).view(torch.uint8).numpy())
+    recipe = dict(_native(models, "near", "lerp"), base=str(base), rules=rules)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(UserError, match=message):
+        run_merge(load_recipe(path), tmp_path / "out", progress=False, threads=2)
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
