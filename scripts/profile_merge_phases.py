@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Time a merge's phases in-process: reads, kernels and writes, summed over threads (wall and CPU).
 
-Wraps `TensorFile.read`, `merge_tensor` and `PlannedWriter.add`, runs `run_merge` on a recipe
-and prints one line. Used for the per-phase numbers in docs/benchmarks.md (## Merge) on the
+Wraps the block reads (`TensorFile.map`: the mapping only; the pages are read when the kernels
+touch them, so a cold read shows up as kernel time), the streamed kernels by method pass
+(`blockwise`), the block writes (`PlannedWriter.write_at`) and each whole tensor
+(`streamed.merge_streamed`), runs `run_merge` on a recipe and prints one line. Used for the per-phase numbers in docs/benchmarks.md (## Merge) on the
 pair `scripts/bench_merge.py --keep` leaves behind:
 
     .venv/bin/python scripts/profile_merge_phases.py /tmp/spear_mm_bench/slerp_gradient.yaml --threads 2
@@ -22,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spear_mm.io import direct, planned  # noqa: E402
-from spear_mm.merge import apply, executor  # noqa: E402
+from spear_mm.merge import blockwise, executor, streamed  # noqa: E402
 from spear_mm.merge.recipe import load_recipe  # noqa: E402
 
 TOTALS: dict[str, float] = collections.defaultdict(float)
@@ -48,10 +50,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/spear_mm_bench/out-phases")
     ap.add_argument("--buffered-io", action="store_true")
+    ap.add_argument("--shard-size", default="500MB")
     args = ap.parse_args()
-    direct.TensorFile.read = timed("read", direct.TensorFile.read)
-    planned.PlannedWriter.add = timed("write", planned.PlannedWriter.add)
-    executor.merge_tensor = timed("kernel", apply.merge_tensor)
+    direct.TensorFile.map = timed("map", direct.TensorFile.map)
+    planned.PlannedWriter.write_at = timed("write", planned.PlannedWriter.write_at)
+    executor.merge_streamed = timed("tensor", streamed.merge_streamed)
+    for name in ("_first_pass", "_combine_pass", "_mk_cosine", "_cosine_pass"):
+        setattr(blockwise, name, timed(name.strip("_"), getattr(blockwise, name)))
     shutil.rmtree(args.out, ignore_errors=True)
     os.sync()
     recipe = load_recipe(args.recipe)
@@ -60,7 +65,7 @@ def main() -> int:
         recipe,
         args.out,
         threads=args.threads,
-        shard_size="500MB",
+        shard_size=args.shard_size,
         progress=False,
         direct_io=False if args.buffered_io else None,
     )

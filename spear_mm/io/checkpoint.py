@@ -204,11 +204,18 @@ class CheckpointReader:
             raise UserError(f"tensor {name} not found in {self.folder}")
         if self._pickled is not None:
             return self._pickled[name]
+        return self.tensor_file(name).read(name, pool)
+
+    def tensor_file(self, name: str) -> TensorFile | None:
+        """The open shard file holding `name` (opened on first use, kept until `release`), for
+        reads of byte ranges (`TensorFile.map`); None for a pickle checkpoint."""
+        if self._pickled is not None:
+            return None
         shard = self._shard_of[name]
         f = self._files.get(shard)
         if f is None:
             f = self._files[shard] = TensorFile(_safe_member(self.folder, shard, "shard"))
-        return f.read(name, pool)
+        return f
 
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """(dtype, shape) without reading the data."""

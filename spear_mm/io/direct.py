@@ -10,6 +10,8 @@ length, a JSON header (`dtype`, `shape`, `data_offsets` relative to the end of t
 
 - `read_entries` parses a shard's header; `TensorFile.read` reads one tensor into memory the
   process owns (freed with the tensor, never a mapping).
+- `TensorFile.map` maps a byte range of one tensor (a block of a streamed merge): read only
+  where it is used, and gone from the resident set when closed.
 - `header_bytes` builds a header for a planned layout (used by `io.planned.PlannedWriter`).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 import threading
@@ -24,6 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from spear_mm.errors import UserError
@@ -121,10 +125,57 @@ class TensorFile:
             done += n
         return buf.view(e.dtype).reshape(e.shape)
 
+    def map(self, name: str, lo: int, hi: int) -> MappedRange:
+        """Bytes [lo, hi) of tensor `name` (offsets within the tensor), mapped (see MappedRange)."""
+        e = self.entries[name]
+        if not 0 <= lo < hi <= e.nbytes:
+            raise ValueError(f"{name}: bytes [{lo}, {hi}) outside its {e.nbytes} bytes")
+        return MappedRange(self._fd, e.begin + lo, e.begin + hi)
+
+    def prefetch(self, name: str, lo: int, hi: int) -> None:
+        """Ask the kernel to start reading bytes [lo, hi) of `name` (returns at once)."""
+        e = self.entries[name]
+        lo, hi = max(0, lo), min(hi, e.nbytes)
+        if hi > lo and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, e.begin + lo, hi - lo, os.POSIX_FADV_WILLNEED)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class MappedRange:
+    """Bytes [lo, hi) of a file mapped privately (copy-on-write: nothing is ever written back),
+    as a uint8 tensor `data`; `close()` unmaps it.
+
+    Why a mapping per block rather than `pread` into a buffer: a block read again by a second
+    pass (whole-tensor SLERP) costs only the page-table work, not a copy out of the page cache
+    (measured: a pread pass 0.50-0.72 ns/element against 0.32-0.40 for a mapped one, bf16 to fp32
+    into scratch), and pages leave the resident set at `close`, so memory follows the block,
+    not the shard (the reason `safe_open` is not used for streaming). The tensor holds numpy's
+    export of the mapping: closing while a view of `data` is alive raises BufferError instead of
+    unmapping memory under it; `close` then leaves the unmapping to the last reference.
+    """
+
+    def __init__(self, fd: int, lo: int, hi: int):
+        start = lo - lo % mmap.ALLOCATIONGRANULARITY
+        self._map = mmap.mmap(fd, hi - start, offset=start, access=mmap.ACCESS_COPY)
+        array = np.frombuffer(self._map, dtype=np.uint8, count=hi - lo, offset=lo - start)
+        self.data = torch.from_numpy(array)
+
+    def close(self) -> None:
+        self.data = None
+        try:
+            self._map.close()
+        except BufferError:  # a view is still alive somewhere: unmapped when it goes
+            pass
+
+    def __enter__(self) -> MappedRange:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def page_aligned_empty(nbytes: int) -> torch.Tensor:

@@ -131,12 +131,29 @@ class PlannedWriter(ShardedWriter):
             raise RuntimeError(
                 f"{name}: planned {dtype} {list(shape)}, got {tensor.dtype} {list(tensor.shape)}"
             )
-        data = tensor.detach().to("cpu").contiguous()
-        if data.numel():
-            raw = data.reshape(-1).view(torch.uint8)
+        self.write_at(name, 0, tensor)
+        self.mark_written(name)
+
+    def file_offset(self, name: str) -> int:
+        """Where `name`'s bytes start in its shard file: a buffer whose address has the same
+        remainder modulo DIRECT_ALIGN is written with direct I/O whatever the tensor's place."""
+        return self._where[name][1]
+
+    def write_at(self, name: str, start: int, data: torch.Tensor) -> None:
+        """Write `data`'s bytes at byte `start` of tensor `name` (one block of a streamed tensor;
+        any thread, any order). The caller marks the tensor complete with `mark_written`."""
+        k, offset, dtype, shape = self._where[name]
+        data = data.detach().to("cpu").contiguous()
+        raw = data.reshape(-1).view(torch.uint8)
+        if start < 0 or start + raw.numel() > nbytes_of(dtype, shape):
+            raise RuntimeError(f"{name}: bytes [{start}, {start + raw.numel()}) outside the plan")
+        if raw.numel():
             view = memoryview(raw.numpy())
+            offset += start
             if not (self.direct and self._write_direct(k, raw.data_ptr(), view, offset)):
                 _pwrite_all(self._fds[k], view, offset)
+
+    def mark_written(self, name: str) -> None:
         with self._lock:
             self._missing.discard(name)
 

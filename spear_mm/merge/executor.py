@@ -32,10 +32,12 @@ from spear_mm.io.archmap import num_layers as config_layers
 from spear_mm.io.checkpoint import CheckpointReader, dtype_name
 from spear_mm.io.direct import BufferPool
 from spear_mm.io.planned import PlannedWriter
+from spear_mm.merge import blockwise
 from spear_mm.merge.apply import DtypePolicy, merge_tensor, new_rows
 from spear_mm.merge.plan import TensorPlan
 from spear_mm.merge.recipe import Recipe, check_match_patterns
 from spear_mm.merge.report import build_report
+from spear_mm.merge.streamed import merge_streamed
 
 REPORT_FILE = "merge_report.json"
 # Input bytes the kernel pool may hold at once (beyond one pair): bounds RSS on wide vocabularies.
@@ -230,6 +232,16 @@ def output_layout(job: MergeJob, policy: DtypePolicy) -> list[tuple[str, torch.d
     return layout
 
 
+def _streamable(job: MergeJob, name: str, device: str) -> bool:
+    """Whether `merge.streamed` merges this tensor block by block (else whole, as before): on the
+    CPU, from safetensors files, with a method that has a streamed kernel, not empty."""
+    if device != "cpu" or job.plans[name].method not in blockwise.METHODS:
+        return False
+    files = (job.base.tensor_file(job.base_names[name]), job.adapted.tensor_file(name))
+    sizes = (job.base.nbytes(job.base_names[name]), job.adapted.nbytes(name))
+    return None not in files and min(sizes) > 0
+
+
 def _stream(
     job: MergeJob,
     writer: PlannedWriter,
@@ -262,7 +274,15 @@ def _stream(
         buffers.give(a, b, merged)  # written: the buffers serve the next layer's tensors
         return entry
 
+    def work_streamed(name: str) -> dict:
+        base_name = job.base_names[name]
+        base = (job.base.tensor_file(base_name), base_name)
+        kind, adapted = classify(name).kind, job.adapted.tensor_file(name)
+        return merge_streamed(name, kind, base, adapted, job.plans[name], policy, writer)
+
     held = 0  # input bytes held by pending work
+    base_left = Counter(job.base.shard_of(job.base_names[n]) for n in job.names)
+    adapted_left = Counter(job.adapted.shard_of(n) for n in job.names)
 
     def drain_one() -> None:
         nonlocal held
@@ -270,25 +290,26 @@ def _stream(
         entries[name] = fut.result()
         held -= nbytes
         bar.update(job.adapted.nbytes(name))
+        for reader, shard, left in (
+            (job.base, job.base.shard_of(job.base_names[name]), base_left),
+            (job.adapted, job.adapted.shard_of(name), adapted_left),
+        ):
+            left[shard] -= 1
+            if not left[shard]:
+                reader.release(shard)  # finished with this shard: close its file
 
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge")
-    base_left = Counter(job.base.shard_of(job.base_names[n]) for n in job.names)
-    adapted_left = Counter(job.adapted.shard_of(n) for n in job.names)
     try:
         for name in job.names:
-            base_name = job.base_names[name]
-            a, b = job.base.read(base_name, buffers), job.adapted.read(name, buffers)
-            nbytes = a.nbytes + b.nbytes
-            pending.append((name, nbytes, pool.submit(work, name, a, b)))
-            held += nbytes
-            del a, b
-            for reader, shard, left in (
-                (job.base, job.base.shard_of(base_name), base_left),
-                (job.adapted, job.adapted.shard_of(name), adapted_left),
-            ):
-                left[shard] -= 1
-                if not left[shard]:
-                    reader.release(shard)  # finished with this shard: close its file
+            if _streamable(job, name, device):
+                pending.append((name, 0, pool.submit(work_streamed, name)))
+            else:
+                a = job.base.read(job.base_names[name], buffers)
+                b = job.adapted.read(name, buffers)
+                nbytes = a.nbytes + b.nbytes
+                pending.append((name, nbytes, pool.submit(work, name, a, b)))
+                held += nbytes
+                del a, b
             while pending and (len(pending) > threads or held > MAX_INFLIGHT_BYTES):
                 drain_one()
         while pending:

@@ -133,15 +133,23 @@ def tensor_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float
     zero tensor with anything is 0 rather than NaN.
     """
     _check_pair(a, b)
-    dtype = compute_dtype(a, b)
-    fa, fb = a.reshape(-1), b.reshape(-1)
-    saa = sbb = sdd = 0.0
-    stack = _stack(min(BLOCK, fa.numel()), dtype, a.device)
+    acc = [0.0, 0.0, 0.0]
+    sums_span(a.reshape(-1), b.reshape(-1), compute_dtype(a, b), acc)
+    saa, sbb, sdd = acc
+    return _cosine_from_sums(saa, sbb, sdd), math.sqrt(saa), math.sqrt(sbb)
+
+
+def sums_span(fa, fb, dtype, acc: list[float], width: int | None = None) -> None:
+    """Add (‖a‖², ‖b‖², ‖a − b‖²) of the flat views fa, fb to `acc`, BLOCK by BLOCK in order.
+
+    A span that starts on a multiple of BLOCK of a longer tensor continues that tensor's sums
+    exactly (the same blocks, added in the same order): how `merge.blockwise` streams a tensor.
+    `width`: the whole tensor's element count (the scratch is sized as for the whole tensor)."""
+    stack = _stack(min(BLOCK, width or fa.numel()), dtype, fa.device)
     for lo, hi in _blocks(fa.numel()):
         _load(stack, fa, fb, lo, hi)
-        pa, pb, pd = _block_sums(stack, hi - lo)
-        saa, sbb, sdd = saa + pa, sbb + pb, sdd + pd
-    return _cosine_from_sums(saa, sbb, sdd), math.sqrt(saa), math.sqrt(sbb)
+        for i, part in enumerate(_block_sums(stack, hi - lo)):
+            acc[i] += part
 
 
 def mergekit_cosine(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 20) -> float:
@@ -155,27 +163,71 @@ def mergekit_cosine(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 20) -> f
     several small same-shape tensors into one batch, which can change its own rounding.
     """
     dtype = compute_dtype(a, b)
-    x, y = a.reshape(1, -1), b.reshape(1, -1)
-    spans = [(lo, min(lo + chunk, x.shape[1])) for lo in range(0, x.shape[1], chunk)]
-    width = min(chunk, x.shape[1])
-    sx = _scratch("mk_x", width, dtype, a.device)
-    sy = _scratch("mk_y", width, dtype, a.device)
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    na = mk_norm(mk_norm_parts(fa, dtype, chunk))
+    nb = mk_norm(mk_norm_parts(fb, dtype, chunk))
+    return mk_dot(mk_dot_parts(fa, fb, na, nb, dtype, chunk))
 
-    def conv(buf, v, lo, hi):  # == v[:, lo:hi].to(dtype), into scratch
-        return buf[: hi - lo].view(1, -1).copy_(v[:, lo:hi])
 
-    def norm(v):
-        parts = [
-            torch.linalg.vector_norm(conv(sx, v, lo, hi), dim=1, keepdim=True) for lo, hi in spans
-        ]
-        n = torch.linalg.vector_norm(torch.stack(parts), dim=0)
-        return torch.where(n > EPS, n, 1)
+# mergekit_cosine in pieces, so `merge.blockwise` can take it over a tensor streamed in spans
+# that start on multiples of the chunk: per-chunk norms, their norm, per-chunk normalised dot
+# products, their sum. The same operations on the same chunks give the same bits.
+def _mk_conv(slot: str, v: torch.Tensor, lo: int, hi: int, dtype, width: int) -> torch.Tensor:
+    """v[lo:hi] as a (1, hi - lo) tensor of `dtype` in this thread's scratch."""
+    buf = _scratch(slot, width, dtype, v.device)
+    return buf[: hi - lo].view(1, -1).copy_(v[lo:hi].view(1, -1))
 
-    na, nb = norm(x), norm(y)
-    parts = [
-        conv(sx, x, lo, hi).div_(na).mul_(conv(sy, y, lo, hi).div_(nb)).sum(dim=1, keepdim=True)
-        for lo, hi in spans
+
+def mk_norm_parts(v: torch.Tensor, dtype, chunk: int = 1 << 20) -> list[torch.Tensor]:
+    """mergekit's fp32 norm of each `chunk` of the flat view v, in order."""
+    n, width = v.numel(), min(chunk, v.numel())
+    return [
+        torch.linalg.vector_norm(
+            _mk_conv("mk_x", v, lo, min(lo + chunk, n), dtype, width), dim=1, keepdim=True
+        )
+        for lo in range(0, n, chunk)
     ]
+
+
+def sums_mk_norms_span(fa, fb, dtype, acc: list[float], norms, chunk: int = 1 << 20) -> None:
+    """`sums_span` plus mergekit's chunk norms of fa and fb (appended to norms[0], norms[1]),
+    converting each chunk to `dtype` once instead of twice. The span must start on a multiple
+    of `chunk` (itself a multiple of BLOCK); the values are those of the separate functions
+    (the same fp32 elements reduced with the same shapes)."""
+    n = fa.numel()
+    width = min(chunk, n)
+    s = _scratch("xyd_mk", 3 * width, dtype, fa.device).view(3, width)
+    for lo in range(0, n, chunk):
+        m = min(n, lo + chunk) - lo
+        s[0, :m].copy_(fa[lo : lo + m])
+        s[1, :m].copy_(fb[lo : lo + m])
+        for row, out in ((s[0, :m], norms[0]), (s[1, :m], norms[1])):
+            out.append(torch.linalg.vector_norm(row.view(1, -1), dim=1, keepdim=True))
+        for b_lo, b_hi in _blocks(m):
+            for i, part in enumerate(_block_sums(s[:, b_lo:b_hi], b_hi - b_lo)):
+                acc[i] += part
+
+
+def mk_norm(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The tensor norm from its chunk norms (≤ EPS counts as 1, as in mergekit)."""
+    n = torch.linalg.vector_norm(torch.stack(parts), dim=0)
+    return torch.where(n > EPS, n, 1)
+
+
+def mk_dot_parts(fa, fb, na, nb, dtype, chunk: int = 1 << 20) -> list[torch.Tensor]:
+    """Per chunk, the sum of (a / ‖a‖)·(b / ‖b‖) in `dtype`, in order."""
+    n, width = fa.numel(), min(chunk, fa.numel())
+    parts = []
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        x = _mk_conv("mk_x", fa, lo, hi, dtype, width).div_(na)
+        parts.append(
+            x.mul_(_mk_conv("mk_y", fb, lo, hi, dtype, width).div_(nb)).sum(dim=1, keepdim=True)
+        )
+    return parts
+
+
+def mk_dot(parts: list[torch.Tensor]) -> float:
     return float(torch.stack(parts).sum(dim=0).clamp(-1, 1))
 
 
@@ -194,16 +246,24 @@ def _combine(a, b, coef_a, coef_b, dtype, out_dtype, sums: bool = False, out=Non
 
     With `sums`, also returns (‖a‖², ‖b‖², ‖a − b‖²) from the same pass (see _block_sums)."""
     out = _result(a, dtype, out_dtype, out)
-    fa, fb, fo = a.reshape(-1), b.reshape(-1), out.view(-1)
-    acc = [0.0, 0.0, 0.0]
-    stack = _stack(min(BLOCK, fa.numel()), dtype, a.device)
+    acc = [0.0, 0.0, 0.0] if sums else None
+    combine_span(a.reshape(-1), b.reshape(-1), out.view(-1), coef_a, coef_b, dtype, acc)
+    return (out, _cosine_from_sums(*acc)) if sums else out
+
+
+def combine_span(fa, fb, fo, coef_a, coef_b, dtype, acc=None, width: int | None = None) -> None:
+    """fo = coef_a·fa + coef_b·fb over flat views, BLOCK by BLOCK; with `acc` (three fp64 sums)
+    also adds each block's (‖a‖², ‖b‖², ‖a − b‖²) in order. As for `sums_span`, a span starting
+    on a multiple of BLOCK continues the whole tensor's result exactly; `width` sizes the scratch
+    as for the whole tensor."""
+    stack = _stack(min(BLOCK, width or fa.numel()), dtype, fa.device)
     for lo, hi in _blocks(fa.numel()):
         # Copies into scratch: scaling in place must never touch the caller's tensor.
         x, y = _load(stack, fa, fb, lo, hi)
-        if sums:
-            acc = [s + p for s, p in zip(acc, _block_sums(stack, hi - lo))]
+        if acc is not None:
+            for i, part in enumerate(_block_sums(stack, hi - lo)):
+                acc[i] += part
         fo[lo:hi].copy_(x.mul_(coef_a).add_(y.mul_(coef_b)))
-    return (out, _cosine_from_sums(*acc)) if sums else out
 
 
 def _cosine_from_sums(saa: float, sbb: float, sdd: float) -> float:
@@ -320,6 +380,25 @@ def _rowwise_coefficients(x: torch.Tensor, y: torch.Tensor, t: float):
     return coef_a, coef_b, theta
 
 
+def rows_per_block(row_len: int) -> int:
+    """Rows that row-wise SLERP processes at once (about BLOCK elements, at least one row)."""
+    return max(1, BLOCK // max(1, row_len))
+
+
+def rowwise_span(ra, rb, ro, t: float, dtype) -> float:
+    """Row-wise SLERP of the 2-D row views ra, rb into ro, `rows_per_block` rows at a time;
+    returns the largest row angle. Rows are independent, so a span of whole row batches of a
+    longer tensor gives that tensor's rows exactly."""
+    step, max_angle = rows_per_block(ra.shape[1]), 0.0
+    for lo in range(0, ra.shape[0], step):
+        hi = min(ra.shape[0], lo + step)
+        x, y = ra[lo:hi].to(dtype), rb[lo:hi].to(dtype)
+        coef_a, coef_b, theta = _rowwise_coefficients(x, y, t)
+        max_angle = max(max_angle, float(theta.max()))
+        ro[lo:hi].copy_((x * coef_a).add_(y * coef_b))
+    return max_angle
+
+
 def slerp_rowwise(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -341,15 +420,7 @@ def slerp_rowwise(
     dtype = compute_dtype(a, b)
     ra, rb = _rows(a), _rows(b)
     out = _result(a, dtype, out_dtype, out)
-    ro = _rows(out)
-    step = max(1, BLOCK // max(1, ra.shape[1]))
-    max_angle = 0.0
-    for lo in range(0, ra.shape[0], step):
-        hi = min(ra.shape[0], lo + step)
-        x, y = ra[lo:hi].to(dtype), rb[lo:hi].to(dtype)
-        coef_a, coef_b, theta = _rowwise_coefficients(x, y, t)
-        max_angle = max(max_angle, float(theta.max()))
-        ro[lo:hi].copy_((x * coef_a).add_(y * coef_b))
+    max_angle = rowwise_span(ra, rb, _rows(out), t, dtype)
     cos = tensor_cosine(a, b)[0]
     return out, KernelStats("slerp", cos, max_angle=max_angle)
 
@@ -368,18 +439,23 @@ def linear(
     when `normalize` is False), accumulated the way mergekit does so results match it."""
     _check_pair(a, b)
     dtype = compute_dtype(a, b)
-    wa, wb = _coef(w_a, dtype, a.device), _coef(w_b, dtype, a.device)
-    denom = torch.stack([wa, wb]).sum()
     out = _result(a, dtype, out_dtype, out)
-    fa, fb, fo = a.reshape(-1), b.reshape(-1), out.view(-1)
+    linear_span(a.reshape(-1), b.reshape(-1), out.view(-1), w_a, w_b, normalize, dtype)
+    return out, KernelStats("lerp", tensor_cosine(a, b)[0])
+
+
+def linear_span(fa, fb, fo, w_a: float, w_b: float, normalize: bool, dtype) -> None:
+    """fo = (w_a·fa + w_b·fb) [/ (w_a + w_b)] over flat views, BLOCK by BLOCK (elementwise, so
+    any span gives the whole tensor's values)."""
+    wa, wb = _coef(w_a, dtype, fa.device), _coef(w_b, dtype, fa.device)
+    denom = torch.stack([wa, wb]).sum()
     for lo, hi in _blocks(fa.numel()):
-        acc = torch.zeros(hi - lo, dtype=dtype, device=a.device)
+        acc = torch.zeros(hi - lo, dtype=dtype, device=fa.device)
         acc.addcmul_(fa[lo:hi].to(dtype), wa)
         acc.addcmul_(fb[lo:hi].to(dtype), wb)
         if normalize:
             acc.div_(denom)
         fo[lo:hi].copy_(acc)
-    return out, KernelStats("lerp", tensor_cosine(a, b)[0])
 
 
 KERNELS = ("lerp", "slerp", "slerp_rowwise")

@@ -1,0 +1,190 @@
+"""The interpolation kernels over a tensor pair streamed in spans: bit for bit the results of the
+whole-tensor kernels in `merge.kernels`, with memory set by the span instead of the tensor.
+
+A kernel sees the pair through a `Spans` object (`merge.streamed.TensorBlocks` reads a pair from
+disk and writes the result in place; tests use an in-memory one):
+
+- `numel`, `shape` (of the pair), `dtype` (the compute dtype, `kernels.compute_dtype`);
+- `spans(unit)`: element ranges [lo, hi) covering the tensor, each starting on a multiple of
+  `unit` (the kernel's block, so blocks and their fp64 partial sums are the whole tensor's);
+- `inputs(lo, hi)`: flat views of a[lo:hi] and b[lo:hi], valid until the next call;
+- `output(lo, hi)`: a flat buffer to fill with out[lo:hi]; `commit(lo, hi)` writes it;
+- `begin_output()`: a pass that writes the (whole) result starts (the last one counts).
+
+Whole-tensor SLERP needs the cosine before its coefficients, so it reads the spans more than once
+(`slerp_spans`): the first pass takes the sums and, when its first span already says the tensors
+are too parallel for SLERP (the common case for CPT pairs), writes the LERP result as it goes;
+otherwise the first pass only measures and a second writes. A misprediction costs one more pass,
+never a different bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from spear_mm.merge import kernels as K
+from spear_mm.merge.kernels import KernelStats
+
+METHODS = ("lerp", "slerp", "slerp_rowwise", "linear")
+MK_CHUNK = 1 << 20  # mergekit_cosine's chunk (its default)
+
+
+class Spans(Protocol):
+    numel: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    def spans(self, unit: int) -> list[tuple[int, int]]: ...
+    def inputs(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def output(self, lo: int, hi: int) -> torch.Tensor: ...
+    def commit(self, lo: int, hi: int) -> None: ...
+    def begin_output(self) -> None: ...
+
+
+def _combine_pass(io: Spans, coefs, acc: list[float] | None = None) -> None:
+    io.begin_output()
+    for lo, hi in io.spans(K.BLOCK):
+        fa, fb = io.inputs(lo, hi)
+        K.combine_span(fa, fb, io.output(lo, hi), *coefs, io.dtype, acc, io.numel)
+        io.commit(lo, hi)
+
+
+def _lerp_coefs(t: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    t_c = torch.tensor(t, dtype=dtype)
+    return 1 - t_c, t_c
+
+
+def lerp_spans(io: Spans, t: float) -> KernelStats:
+    """`kernels.lerp` with stats, one pass."""
+    acc = [0.0, 0.0, 0.0]
+    _combine_pass(io, _lerp_coefs(t, io.dtype), acc)
+    return KernelStats("lerp", K._cosine_from_sums(*acc))
+
+
+def linear_spans(io: Spans, w_a: float, w_b: float, normalize: bool = True) -> KernelStats:
+    """`kernels.linear`, one pass (the cosine's sums are taken from the same spans)."""
+    acc = [0.0, 0.0, 0.0]
+    io.begin_output()
+    for lo, hi in io.spans(K.BLOCK):
+        fa, fb = io.inputs(lo, hi)
+        K.linear_span(fa, fb, io.output(lo, hi), w_a, w_b, normalize, io.dtype)
+        io.commit(lo, hi)
+        K.sums_span(fa, fb, io.dtype, acc, io.numel)
+    return KernelStats("lerp", K._cosine_from_sums(*acc))
+
+
+def _cosine_pass(io: Spans) -> float:
+    acc = [0.0, 0.0, 0.0]
+    for lo, hi in io.spans(K.BLOCK):
+        K.sums_span(*io.inputs(lo, hi), io.dtype, acc, io.numel)
+    return K._cosine_from_sums(*acc)
+
+
+def slerp_rowwise_spans(io: Spans, t: float) -> KernelStats:
+    """`kernels.slerp_rowwise`: spans of whole row batches, then a pass for the cosine (its
+    blocks do not line up with row batches)."""
+    cols = io.numel // io.shape[0] if len(io.shape) >= 2 and io.shape[0] else io.numel
+    max_angle = 0.0
+    io.begin_output()
+    for lo, hi in io.spans(K.rows_per_block(cols) * cols):
+        fa, fb = io.inputs(lo, hi)
+        rows = (hi - lo) // cols
+        out = io.output(lo, hi).view(rows, cols)
+        angle = K.rowwise_span(fa.view(rows, cols), fb.view(rows, cols), out, t, io.dtype)
+        max_angle = max(max_angle, angle)
+        io.commit(lo, hi)
+    return KernelStats("slerp", _cosine_pass(io), max_angle=max_angle)
+
+
+def slerp_spans(
+    io: Spans,
+    t: float,
+    *,
+    mergekit_rounding: bool = False,
+    threshold: float = K.DOT_THRESHOLD,
+) -> KernelStats:
+    """`kernels.slerp` (same decisions, coefficients and bits) in two or more passes."""
+    lin = _lerp_coefs(t, io.dtype)
+    norms: tuple[list, list] | None = ([], []) if mergekit_rounding else None
+    acc = [0.0, 0.0, 0.0]
+    written = _first_pass(io, lin, acc, norms, threshold)
+    cos = K._cosine_from_sums(*acc)
+    exact_mk = mergekit_rounding and abs(abs(cos) - threshold) <= K.MERGEKIT_BAND
+    if exact_mk:
+        cos = _mk_cosine(io, norms)
+    coef_a, coef_b, linear = K.slerp_coefficients(cos, t, io.dtype, threshold=threshold)
+    if linear:
+        if not written:
+            _combine_pass(io, lin)
+        return KernelStats("lerp", cos, fallback=True)
+    if mergekit_rounding and not exact_mk:
+        cos = _mk_cosine(io, norms)
+        coef_a, coef_b, linear = K.slerp_coefficients(cos, t, io.dtype, threshold=threshold)
+    if not (linear and written):  # linear coefficients are the LERP ones: already written
+        _combine_pass(io, (coef_a, coef_b))
+    return KernelStats("lerp" if linear else "slerp", cos, fallback=linear)
+
+
+def _first_pass(io: Spans, lin, acc: list[float], norms, threshold: float) -> bool:
+    """Sums of every span into `acc`; returns whether the LERP result was written on the way.
+
+    The first span's combine is done speculatively into the output buffer; its partial cosine
+    decides: beyond the threshold by more than MERGEKIT_BAND, LERP is the likely answer and the
+    whole pass writes it; otherwise the pass only measures (and collects mergekit's chunk norms
+    into `norms`, which a SLERP-path decision will need)."""
+    spans = io.spans(math.lcm(K.BLOCK, MK_CHUNK) if norms is not None else K.BLOCK)
+    write = True
+    for i, (lo, hi) in enumerate(spans):
+        fa, fb = io.inputs(lo, hi)
+        if write:
+            if i == 0:
+                io.begin_output()
+            K.combine_span(fa, fb, io.output(lo, hi), *lin, io.dtype, acc, io.numel)
+            if i == 0:
+                cos = K._cosine_from_sums(*acc)
+                write = abs(cos) > threshold + K.MERGEKIT_BAND
+            if write:
+                io.commit(lo, hi)
+            if not write and norms is not None:  # the combine was in vain: norms too
+                norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
+                norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
+        elif norms is not None:
+            K.sums_mk_norms_span(fa, fb, io.dtype, acc, norms, MK_CHUNK)
+        else:
+            K.sums_span(fa, fb, io.dtype, acc, io.numel)
+    return write
+
+
+def _mk_cosine(io: Spans, norms: tuple[list, list] | None) -> float:
+    """`kernels.mergekit_cosine` over the spans: a pass for the chunk norms (unless the first
+    pass collected them), one for the dot products."""
+    spans = io.spans(math.lcm(K.BLOCK, MK_CHUNK))
+    if norms is None or not norms[0]:
+        norms = ([], [])
+        for lo, hi in spans:
+            fa, fb = io.inputs(lo, hi)
+            norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
+            norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
+    na, nb = K.mk_norm(norms[0]), K.mk_norm(norms[1])
+    parts: list[torch.Tensor] = []
+    for lo, hi in spans:
+        fa, fb = io.inputs(lo, hi)
+        parts.extend(K.mk_dot_parts(fa, fb, na, nb, io.dtype, MK_CHUNK))
+    return K.mk_dot(parts)
+
+
+def run_spans(io: Spans, plan, mergekit_rounding: bool) -> KernelStats:
+    """Dispatch `plan.method` (one of METHODS) as `apply` does for whole tensors."""
+    if plan.method == "lerp":
+        return lerp_spans(io, plan.t)
+    if plan.method == "slerp":
+        return slerp_spans(io, plan.t, mergekit_rounding=mergekit_rounding)
+    if plan.method == "slerp_rowwise":
+        return slerp_rowwise_spans(io, plan.t)
+    if plan.method == "linear":
+        wb, wa = plan.weights or (1.0 - plan.t, plan.t)
+        return linear_spans(io, wb, wa, plan.normalize)
+    raise ValueError(f"no streamed kernel for method {plan.method}")
