@@ -107,7 +107,14 @@ def evaluate_point(sw: Sweep, family: str, knob: float, role: str) -> SweepPoint
     kind = "uniform" if role == "baseline" else family
     order = list(sw.ranking.order) if sw.ranking else None
     sched = make_schedule(
-        kind, knob, sw.num_layers, order, spread=cfg.gamma_spread, nonlayer=cfg.nonlayer
+        kind,
+        knob,
+        sw.num_layers,
+        order,
+        spread=cfg.gamma_spread,
+        nonlayer=cfg.nonlayer,
+        kind_gamma=cfg.kind_gamma,
+        kind_depth_spread=cfg.kind_depth_spread,
     )
     data = recipes.recipe_dict(sched, sw.base_dir, sw.adapted_dir, cfg.method)
     rel = f"recipes/{recipe_name(family, knob, role)}"
