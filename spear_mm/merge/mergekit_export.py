@@ -37,8 +37,9 @@ def export_mergekit(
     if len(methods) > 1 or methods - {"lerp", "slerp"}:
         raise UserError(
             f"{recipe.where}: cannot export to mergekit: it uses "
-            f"{', '.join(sorted(methods))}; mergekit has one method per merge and no "
-            "row-wise SLERP (use one of lerp or slerp)"
+            f"{', '.join(sorted(methods))}; export writes one mergekit method per merge and "
+            "supports recipes that use one of lerp or slerp (a mergekit task-vector recipe "
+            "can be given to spear-mm merge directly)"
         )
     method = "linear" if methods == {"lerp"} else "slerp"
     per_layer: list[dict[str, float]] = [{} for _ in range(num_layers)]
