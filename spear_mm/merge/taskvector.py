@@ -14,9 +14,12 @@ Facts that hold with ONE adapted model (the spear-mm case): sign election keeps 
 entry (each entry's sign is its own majority), and normalising by the kept weights cancels w, so
 `ties` is magnitude trimming and `dare_ties` is `dare_linear` up to that division.
 
-Trimming uses `torch.sort` of |Δ| in fp32 — the same primitive and tie order as mergekit — so the
-kept set is identical even where magnitudes tie (bf16 deltas tie often). Scratch: about 12 bytes
-per element (the magnitudes and the sort indices). DARE draws its mask from a `torch.Generator`
+Trimming keeps the entries whose rank in |Δ| (fp32) falls in a window, found in linear time with
+`torch.kthvalue`; equal magnitudes at a cut are taken lower index first. mergekit recipes ask for
+mergekit's own order (`sort_ties`): when a run of equal magnitudes straddles a cut (frequent with
+bf16 checkpoints) the ranks come from `torch.sort`, the primitive mergekit uses, so the kept set
+is mergekit's. Scratch: the fp32 magnitudes and masks, plus 8 bytes per element of sort indices
+on that path. DARE draws its mask from a `torch.Generator`
 seeded per tensor (`tensor_seed`), block by block, so it is reproducible for any thread count.
 """
 
@@ -33,40 +36,80 @@ ROW = 1024
 EPS = 1e-7  # mergekit's threshold below which a norm counts as zero (no rescaling)
 
 
-def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor | None:
+def _smallest(mag: torch.Tensor, r: int) -> torch.Tensor:
+    """Mask of the r smallest entries of a 1-D tensor, equal values taken lower index first
+    (the first r of a stable ascending sort), in linear time."""
+    if r <= 0:
+        return torch.zeros_like(mag, dtype=torch.bool)
+    cut = torch.kthvalue(mag, r).values
+    chosen = mag < cut
+    need = r - int(chosen.sum())
+    chosen[torch.nonzero(mag == cut).squeeze(1)[:need]] = True
+    return chosen
+
+
+def _largest(mag: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the k largest entries, equal values taken lower index first (stable descending)."""
+    cut = torch.kthvalue(mag, mag.numel() - k + 1).values
+    chosen = mag > cut
+    need = k - int(chosen.sum())
+    chosen[torch.nonzero(mag == cut).squeeze(1)[:need]] = True
+    return chosen
+
+
+def _straddles(mag: torch.Tensor, chosen: torch.Tensor) -> bool:
+    """True when some value occurs both inside and outside the chosen set (a tie at a cut)."""
+    if bool(chosen.all()) or not bool(chosen.any()):
+        return False
+    inside, outside = mag[chosen], mag[~chosen]
+    return bool(torch.isin(torch.stack([inside.min(), inside.max()]), outside).any())
+
+
+def magnitude_mask(
+    delta: torch.Tensor, density: float, sort_ties: bool = False
+) -> torch.Tensor | None:
     """Keep the k = max(1, ⌊density·n⌋) entries of largest |Δ| (None: keep all).
 
     density ≥ 1 keeps everything; density ≤ 0 (or an empty tensor) keeps nothing; a positive
-    density keeps at least one entry. Returns a mask in Δ's dtype (1 = kept).
+    density keeps at least one entry. Equal magnitudes at the cut are taken lower index first,
+    or — with `sort_ties` (mergekit recipes) — in the order of mergekit's `torch.argsort`.
+    Returns a mask in Δ's dtype (1 = kept).
     """
     if density >= 1:
         return None
     n = delta.numel()
-    mask = torch.zeros(n, dtype=delta.dtype, device=delta.device)
     if density <= 0 or n == 0:
-        return mask.view_as(delta)
+        return torch.zeros_like(delta)
     k = max(1, int(density * n))
-    order = torch.argsort(delta.abs().reshape(-1).float(), descending=True)
-    mask[order[:k]] = 1
-    return mask.view_as(delta)
+    mag = delta.abs().reshape(-1).float()
+    chosen = _largest(mag, k)
+    if sort_ties and _straddles(mag, chosen):
+        chosen = torch.zeros_like(chosen)
+        chosen[torch.argsort(mag, descending=True)[:k]] = True
+    return chosen.to(delta.dtype).view_as(delta)
 
 
-def breadcrumbs_mask(delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor | None:
-    """Model Breadcrumbs: drop the ⌊gamma·n⌋ largest |Δ| and the smallest, keeping ⌊density·n⌋.
+def breadcrumbs_mask(
+    delta: torch.Tensor, density: float, gamma: float, sort_ties: bool = False
+) -> torch.Tensor | None:
+    """Model Breadcrumbs: drop the ⌊gamma·n⌋ largest |Δ| and the smallest, keeping ⌊density·n⌋
+    (the entries of ascending rank n_bottom .. n_bottom + keep − 1).
 
     The top cut shrinks when density + gamma > 1 so that density is honoured. None when
-    density ≥ 1.
+    density ≥ 1. Ties at a cut as in `magnitude_mask` (stable ascending order, or mergekit's
+    `torch.sort` order with `sort_ties`).
     """
     if density >= 1:
         return None
     n = delta.numel()
     keep = int(density * n)
-    n_top = int(gamma * n)
-    n_bottom = max(0, n - keep - n_top)
-    order = torch.sort(delta.abs().reshape(-1).float(), descending=False).indices
-    mask = torch.zeros(n, dtype=delta.dtype, device=delta.device)
-    mask[order[n_bottom : n_bottom + keep]] = 1
-    return mask.view_as(delta)
+    n_bottom = max(0, n - keep - int(gamma * n))
+    mag = delta.abs().reshape(-1).float()
+    chosen = _smallest(mag, n_bottom + keep) & ~_smallest(mag, n_bottom)
+    if sort_ties and _straddles(mag, chosen):
+        chosen = torch.zeros_like(chosen)
+        chosen[torch.sort(mag, descending=False).indices[n_bottom : n_bottom + keep]] = True
+    return chosen.to(delta.dtype).view_as(delta)
 
 
 def tensor_seed(seed: int, name: str) -> int:
@@ -168,7 +211,9 @@ def task_vector_merge(
     """
     d = adapted - base if delta is None else delta
     w = torch.tensor(weight, dtype=d.dtype, device=d.device)
-    d = d * w
+    unit = float(w) == 1.0  # ×1 and ÷1 are exact: skipped (same bits, fewer passes)
+    if not unit:
+        d = d * w
     if consensus:
         keep = elect_signs(d.unsqueeze(0))[0]
         d = d * keep
@@ -176,7 +221,7 @@ def task_vector_merge(
         divisor[divisor == 0] = 1
     else:
         divisor = w if abs(float(w)) >= 1e-8 else torch.ones((), dtype=d.dtype, device=d.device)
-    if normalize:
+    if normalize and not unit:
         d = d / divisor
     if lam != 1:
         d = d * lam

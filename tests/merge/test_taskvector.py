@@ -161,6 +161,29 @@ def test_keep_and_freeze_copy_under_a_trimming_method():
     assert int((trimmed != a).sum()) <= int(0.1 * a.numel())  # t = 1 with density 0.1 trims
 
 
+@pytest.mark.parametrize(
+    "method, params",
+    [("ties", {"density": 0.3}), ("breadcrumbs", {"density": 0.5}), ("lowrank", {"rank": 2})],
+)
+def test_trimming_merges_are_bit_identical_across_threads(tmp_path, pair, method, params):
+    from spear_mm.merge.executor import run_merge
+
+    recipe = recipe_from_dict(
+        {
+            "base": str(pair[0]),
+            "adapted": str(pair[1]),
+            "method": method,
+            "default": 0.7,
+            "parameters": params,
+        }
+    )
+    files = []
+    for threads in (1, 3):
+        run_merge(recipe, tmp_path / f"o{threads}", threads=threads, progress=False)
+        files.append({p.name: p.read_bytes() for p in (tmp_path / f"o{threads}").glob("*.safet*")})
+    assert files[0] == files[1]
+
+
 def test_seeded_dare_merge_is_bit_identical_across_threads(tmp_path, mh, pair):
     from spear_mm.merge.executor import run_merge
 
@@ -182,3 +205,38 @@ def test_seeded_dare_merge_is_bit_identical_across_threads(tmp_path, mh, pair):
     run_merge(other, tmp_path / "o2", progress=False)
     first, second = mh.load_weights(tmp_path / "o0"), mh.load_weights(tmp_path / "o2")
     assert any(not torch.equal(x, first[n]) for n, x in second.items())  # another seed
+
+
+@pytest.mark.parametrize("density", [0.1, 0.37, 0.8])
+def test_masks_with_tied_magnitudes_follow_the_sort_like_mergekit(density):
+    """bf16 deltas tie often: the kept set is the one mergekit's sort-based selection keeps
+    (argsort of |Δ| in fp32, descending for TIES; sort ascending for breadcrumbs)."""
+    g = torch.Generator().manual_seed(9)
+    d = (torch.randint(-6, 7, (64, 50), generator=g) * 0.125).to(torch.bfloat16)
+    n = d.numel()
+    mag = d.abs().reshape(-1).float()
+    ref = torch.zeros(n, dtype=d.dtype)
+    ref[torch.argsort(mag, descending=True)[: max(1, int(density * n))]] = 1
+    assert torch.equal(TV.magnitude_mask(d, density, sort_ties=True).reshape(-1), ref)
+    keep, top = int(density * n), int(0.05 * n)
+    bottom = max(0, n - keep - top)
+    ref = torch.zeros(n, dtype=d.dtype)
+    ref[torch.sort(mag).indices[bottom : bottom + keep]] = 1
+    assert torch.equal(TV.breadcrumbs_mask(d, density, 0.05, sort_ties=True).reshape(-1), ref)
+
+
+@pytest.mark.parametrize("density", [0.1, 0.37, 0.8])
+def test_native_masks_break_ties_by_position(density):
+    """Native recipes: equal magnitudes at a cut are taken lower index first (a stable sort)."""
+    g = torch.Generator().manual_seed(10)
+    d = (torch.randint(-6, 7, (64, 50), generator=g) * 0.125).double()
+    x = np.abs(d.numpy()).ravel()
+    n = x.size
+    ref = np.zeros(n)
+    ref[np.argsort(-x, kind="stable")[: max(1, int(density * n))]] = 1
+    assert np.array_equal(TV.magnitude_mask(d, density).numpy().ravel(), ref)
+    keep = int(density * n)
+    bottom = max(0, n - keep - int(0.05 * n))
+    ref = np.zeros(n)
+    ref[np.argsort(x, kind="stable")[bottom : bottom + keep]] = 1
+    assert np.array_equal(TV.breadcrumbs_mask(d, density, 0.05).numpy().ravel(), ref)

@@ -7,7 +7,7 @@ from spear_mm.merge.taskvector import apply_mask, breadcrumbs_mask
 
 
 def _crumbs(delta, values, call):
-    mask = breadcrumbs_mask(delta, float(values["density"]), float(values["gamma"]))
+    mask = breadcrumbs_mask(delta, float(values["density"]), float(values["gamma"]), call.mergekit)
     return apply_mask(delta, mask, values["rescale"]), kept_fraction(mask)
 
 

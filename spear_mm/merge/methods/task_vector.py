@@ -77,10 +77,16 @@ def task_vector_method(
         delta, extra = (y - x, {}) if sparsify is None else sparsify(y - x, values, call)
         if call.mergekit:
             w, lam, norm = float(values["weight"]), float(values["lambda"]), values["normalize"]
-        else:
+        else:  # one task vector, w = 1: sign election keeps every entry (d·mask = d), skip it
             w, lam, norm = 1.0, plan.t, False
         merged = task_vector_merge(
-            x, y, delta=delta, weight=w, lam=lam, consensus=consensus, normalize=norm
+            x,
+            y,
+            delta=delta,
+            weight=w,
+            lam=lam,
+            consensus=consensus and call.mergekit,
+            normalize=norm,
         )
         want = call.out_dtype or dtype
         out = call.out.copy_(merged) if call.out is not None else merged.to(want)

@@ -9,7 +9,7 @@ from spear_mm.merge.taskvector import apply_mask, magnitude_mask
 
 
 def _trim(delta, values, call):
-    mask = magnitude_mask(delta, float(values["density"]))
+    mask = magnitude_mask(delta, float(values["density"]), call.mergekit)
     return apply_mask(delta, mask, values["rescale"]), kept_fraction(mask)
 
 
