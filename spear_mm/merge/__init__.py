@@ -1,7 +1,9 @@
 """Merging base and adapted checkpoints: kernels, recipes, the streaming executor, in-memory merges.
 
-- `kernels`: LERP, whole-tensor SLERP (mergekit semantics), row-wise SLERP — pure functions.
-- `recipe` / `mergekit_compat`: native and mergekit YAML → per-tensor `TensorPlan`s.
+- `kernels`, `taskvector`: LERP, whole-tensor SLERP (mergekit semantics), row-wise SLERP; task-vector
+  trimming, DARE, low-rank truncation, sign election — pure functions.
+- `methods`: the registry, one `MergeMethod` (kernel + parameters) per method name.
+- `recipe` (`native`, `mergekit_compat`): native and mergekit YAML → per-tensor `TensorPlan`s.
 - `executor.run_merge`: the disk merge behind `spear-mm merge`.
 - `inmemory.InMemoryMerger`: the same merge into a live model, for sweeps.
 """

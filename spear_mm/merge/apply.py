@@ -17,7 +17,7 @@ import torch
 
 from spear_mm.errors import UserError
 from spear_mm.io.checkpoint import dtype_name
-from spear_mm.merge import kernels
+from spear_mm.merge import methods
 from spear_mm.merge.plan import TensorPlan
 
 VOCAB_KINDS = ("embed", "lm_head")
@@ -66,20 +66,6 @@ def all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
-def _kernel(plan: TensorPlan, a, b, out_dtype, stats: bool, mergekit: bool, out=None):
-    kw = {"out_dtype": out_dtype, "out": out}
-    if plan.method == "lerp":
-        return kernels.lerp(a, b, plan.t, stats=stats, **kw)
-    if plan.method == "slerp":
-        return kernels.slerp(a, b, plan.t, mergekit_rounding=mergekit, **kw)
-    if plan.method == "slerp_rowwise":
-        return kernels.slerp_rowwise(a, b, plan.t, **kw)
-    if plan.method == "linear":
-        wb, wa = plan.weights or (1.0 - plan.t, plan.t)
-        return kernels.linear(a, b, wb, wa, normalize=plan.normalize, **kw)
-    raise ValueError(f"unknown method {plan.method}")
-
-
 def merge_tensor(
     name: str,
     kind: str,
@@ -104,13 +90,16 @@ def merge_tensor(
     entry: dict = {"t": plan.t, "method": plan.method, "rule": plan.rule}
     if plan.weights is not None:
         entry["weights"] = list(plan.weights)
+    if plan.params:
+        entry["params"] = dict(plan.params)
+    method = methods.get(plan.method)
     compute, out = policy.resolve(base.dtype, adapted.dtype)
     if not (base.is_floating_point() and adapted.is_floating_point()):
         entry.update(path="copy", source="adapted", dtype=dtype_name(adapted.dtype))
         return adapted, entry
     extra = new_rows(name, kind, base.shape, adapted.shape)
     shared = adapted[: base.shape[0]] if extra else adapted
-    source = plan.copy_source()
+    source = method.copy_source(plan, policy.round_to_compute)
     entry["dtype"] = dtype_name(out)
     if extra:
         entry["new_rows"] = extra
@@ -132,13 +121,15 @@ def merge_tensor(
         buf = None
         if alloc is not None and a.device.type == "cpu" and kernel_out == out:
             buf = alloc(tuple(a.shape), out)
-        merged, st = _kernel(plan, a, b, kernel_out, stats, policy.round_to_compute, buf)
+        call = methods.KernelCall(name, kernel_out, stats, policy.round_to_compute, buf)
+        merged, st = method.kernel(a, b, plan, call)
         merged = merged.to(out).cpu()
         entry.update(path=st.path, cos=st.cos)
         if st.fallback:
             entry["fallback"] = True
         if st.max_angle is not None:
             entry["max_angle"] = st.max_angle
+        entry.update(st.extra or {})
         if not all_finite(merged):
             raise UserError(
                 f"tensor {name}: the merged values contain NaN or Inf (t={plan.t}, "

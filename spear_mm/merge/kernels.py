@@ -45,12 +45,14 @@ class KernelStats:
     """What a kernel did: `path` is `lerp` or `slerp`; `cos` the whole-tensor cosine (fp64
     accumulation, None when not computed); `fallback` is True when SLERP was asked for but the
     tensors were too parallel and linear interpolation was used; `max_angle` (radians) is the
-    largest row angle for row-wise SLERP."""
+    largest row angle for row-wise SLERP; `extra`: method-specific report fields (e.g. the kept
+    fraction and seed of a task-vector method)."""
 
     path: str
     cos: float | None = None
     fallback: bool = False
     max_angle: float | None = None
+    extra: dict | None = None
 
 
 _SCRATCH = threading.local()
@@ -456,6 +458,3 @@ def linear_span(fa, fb, fo, w_a: float, w_b: float, normalize: bool, dtype) -> N
         if normalize:
             acc.div_(denom)
         fo[lo:hi].copy_(acc)
-
-
-KERNELS = ("lerp", "slerp", "slerp_rowwise")

@@ -1,5 +1,6 @@
-"""mergekit YAML (`slerp` and `linear`) read with mergekit 0.1.5's semantics, and native → mergekit
-export.
+"""mergekit YAML read with mergekit 0.1.5's semantics: `slerp`, `linear` and the task-vector
+methods (`task_arithmetic`, `ties`, `dare_ties`, `dare_linear`, `breadcrumbs`, `breadcrumbs_ties`)
+with one adapted model and a base. (Native → mergekit export: `merge.mergekit_export`.)
 
 Semantics reproduced (written from mergekit's documented behaviour, not its code):
 - `models:` is one slice over all layers; `slices:` concatenate, each with its own layer range.
@@ -10,9 +11,13 @@ Semantics reproduced (written from mergekit's documented behaviour, not its code
   slice's at position 0. A gradient (list) is read at that position.
 - A parameter value may be a list of `{filter, value}`: the first entry whose filter is a
   substring of the tensor name (or is missing / `*`) wins; no match falls through to the next
-  scope. Scopes, highest first: the source model's own parameters (`linear` weights only; slerp's
-  `t` is shared, so mergekit ignores it there), the slice's, the top level's.
+  scope. Scopes, highest first: the source model's own parameters (per-model parameters only:
+  `linear`'s weight, the task-vector methods' weight, density and gamma; slerp's `t`, `lambda`,
+  `normalize`, `rescale` are shared, so mergekit ignores them there), the slice's, the top level's.
 - `dtype` casts the inputs and rounds the result before `out_dtype`.
+- Values outside a parameter's meaningful range (registry `Param`s: t, weight, lambda in [0, 1],
+  density and gamma in [0, 1]) are errors naming the key; `allow_extrapolation: true` at the top
+  level (mergekit itself ignores the key) lets t, weight and lambda go beyond.
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spear_mm.errors import UserError
 from spear_mm.io.archmap import classify
-from spear_mm.io.checkpoint import dtype_name, parse_dtype
+from spear_mm.io.checkpoint import parse_dtype
+from spear_mm.merge import methods as registry
+from spear_mm.merge.mergekit_export import export_mergekit
+from spear_mm.merge.methods.base import Param, T
 from spear_mm.merge.plan import TensorPlan, gradient_value, layer_position
-from spear_mm.merge.recipe import Recipe, validation_message
+from spear_mm.merge.recipe_base import Recipe, check_range, validation_message
 
 Params = dict[str, Any] | None
 UNSUPPORTED_KEYS = ("modules", "tokenizer_source", "tokenizer", "chat_template")
+# Parameters mergekit reads per model (the rest are shared by the slice / the whole merge).
+PER_MODEL = ("weight", "density", "gamma")
 
 
 class _Model(BaseModel):
@@ -60,6 +69,7 @@ class MergekitSpec(BaseModel):
     parameters: dict[str, Any] | None = None
     dtype: str | None = None
     out_dtype: str | None = None
+    allow_extrapolation: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,8 @@ class MergekitRecipe(Recipe):
                     "add parameters.t (a number, a gradient or filter entries)"
                 )
             return TensorPlan(t=_number(t, name, self.where), method="slerp", rule=rule)
+        if registry.get(self.method).task_vector:
+            return self._task_vector_plan(name, sl, pos, shared)
         weights = []
         for ref in (self.base_ref, self.adapted_ref):
             scopes = [(f"{sl.where}[{ref}]", sl.source_params.get(ref)), *shared]
@@ -170,6 +182,30 @@ class MergekitRecipe(Recipe):
         t = wa / (wa + wb) if normalize and (wa + wb) != 0 else wa
         return TensorPlan(
             t=t, method="linear", rule="weights", weights=(wb, wa), normalize=normalize
+        )
+
+    def _task_vector_plan(self, name: str, sl: _SliceDef, pos: float, shared) -> TensorPlan:
+        """Every parameter of the method for this tensor (per-model ones from the adapted
+        model's scope first); `t` (for the report) is the task vector's effective scale."""
+        ref = self.adapted_ref
+        own = [(f"{sl.where}[{ref}]", sl.source_params.get(ref)), *shared]
+        values, rule = {}, "parameters"
+        for p in registry.get(self.method).params:
+            if "mergekit" not in p.formats:
+                continue
+            v, where = _resolve(name, p.name, own if p.name in PER_MODEL else shared, pos)
+            if v is None and p.name == "weight":
+                raise UserError(
+                    f"{self.where}: no weight for model {ref} at tensor {name}; "
+                    f"{self.method} needs parameters.weight for the adapted model"
+                )
+            if v is not None:
+                values[p.name] = bool(v) if p.kind == "bool" else _number(v, name, self.where)
+                rule = where if p.name == "weight" else rule
+        full = {p.name: p.default for p in registry.get(self.method).params} | values
+        scale = full["lambda"] * (1.0 if full["normalize"] else full["weight"])
+        return TensorPlan(
+            t=float(scale), method=self.method, rule=rule, params=tuple(sorted(values.items()))
         )
 
 
@@ -202,8 +238,11 @@ def _pick_models(spec: MergekitSpec, where: str) -> tuple[str, str]:
             f"{where}: spear-mm merges exactly two models (base and adapted); "
             f"found {len(unique)}: {', '.join(unique) or 'none'}"
         )
-    if spec.merge_method == "slerp" and not spec.base_model:
-        raise UserError(f"{where}: key 'base_model': slerp needs base_model (t = 0 gives it)")
+    if spec.merge_method != "linear" and not spec.base_model:
+        raise UserError(
+            f"{where}: key 'base_model': {spec.merge_method} needs base_model (the model the "
+            "others are merged into)"
+        )
     base = spec.base_model or unique[0]
     adapted = unique[1] if unique[0] == base else unique[0]
     for ref in (base, adapted):
@@ -246,11 +285,13 @@ def mergekit_recipe(data: dict, source: Path | None) -> MergekitRecipe:
         spec = MergekitSpec.model_validate(data)
     except ValidationError as exc:
         raise UserError(validation_message(exc, where)) from None
-    if spec.merge_method not in ("slerp", "linear"):
+    allowed = registry.names("mergekit")
+    if spec.merge_method not in allowed:
         raise UserError(
             f"{where}: key 'merge_method': {spec.merge_method!r} is not supported; "
-            "allowed: slerp, linear"
+            f"allowed: {', '.join(allowed)}"
         )
+    _check_parameters(spec, where)
     if bool(spec.models) == bool(spec.slices):
         raise UserError(f"{where}: give exactly one of 'models' or 'slices'")
     base, adapted = _pick_models(spec, where)
@@ -262,6 +303,7 @@ def mergekit_recipe(data: dict, source: Path | None) -> MergekitRecipe:
         out_dtype=parse_dtype(spec.out_dtype or spec.dtype, f"{where} out_dtype"),
         compute_dtype=parse_dtype(spec.dtype, f"{where} dtype"),
         round_to_compute=True,
+        allow_extrapolation=spec.allow_extrapolation,
         spec=spec,
         method=spec.merge_method,
         base_ref=base,
@@ -270,104 +312,48 @@ def mergekit_recipe(data: dict, source: Path | None) -> MergekitRecipe:
     )
 
 
-# -- export ---------------------------------------------------------------------------------
-def export_mergekit(
-    recipe: Recipe,
-    names: list[str],
-    num_layers: int,
-    out_dtype: str,
-    base_ref: str | None = None,
-    adapted_ref: str | None = None,
-) -> str:
-    """mergekit YAML that gives the same tensors as `recipe` on this checkpoint layout.
-
-    One slice per run of layers with identical per-tensor t, each `t` a filter list keyed by the
-    tensor's name inside its layer; embeddings ride on the first slice, final norm and lm_head on
-    the last (mergekit's placement). All tensors must use one of lerp (→ `linear` with weights
-    1 − t and t) or slerp. Inputs are cast to fp32 (`dtype: float32`) so mergekit rounds once, to
-    `out_dtype`, as spear-mm does. `base_ref` / `adapted_ref` (default: the recipe's) name the
-    models in the output; pass resolved folders, since mergekit knows no spear-mm built-ins.
-    """
-    refs = (base_ref or recipe.base, adapted_ref or recipe.adapted)
-    plans = recipe.plan(names, num_layers)
-    methods = {p.method for p in plans.values() if p.copy_source() is None}
-    if len(methods) > 1 or methods - {"lerp", "slerp"}:
-        raise UserError(
-            f"{recipe.where}: cannot export to mergekit: it uses "
-            f"{', '.join(sorted(methods))}; mergekit has one method per merge and no "
-            "row-wise SLERP (use one of lerp or slerp)"
-        )
-    method = "linear" if methods == {"lerp"} else "slerp"
-    per_layer: list[dict[str, float]] = [{} for _ in range(num_layers)]
-    pre: dict[str, float] = {}
-    post: dict[str, float] = {}
-    for name, plan in plans.items():
-        info = classify(name)
-        if info.layer is None:
-            (pre if info.kind == "embed" else post)[name] = plan.t
-        else:
-            per_layer[info.layer][name.split(f"layers.{info.layer}.", 1)[1]] = plan.t
-    runs: list[tuple[int, int, dict[str, float]]] = []
-    for i, table in enumerate(per_layer):
-        if runs and runs[-1][2] == table:
-            runs[-1] = (runs[-1][0], i + 1, table)
-        else:
-            runs.append((i, i + 1, table))
-    slices = []
-    for k, (start, stop, table) in enumerate(runs):
-        table = dict(table)
-        if k == 0:
-            table.update(pre)
-        if k == len(runs) - 1:
-            table.update(post)
-        slices.append(_export_slice(refs, start, stop, table, method))
-    doc = {
-        "merge_method": method,
-        "base_model": refs[0],
-        "slices": slices,
-        "dtype": "float32",
-        "out_dtype": out_dtype,
-    }
-    if method == "linear":
-        del doc["base_model"]
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
+def _parameter_scopes(spec: MergekitSpec):
+    """(key path, parameters) of every scope of the file."""
+    yield "parameters", spec.parameters
+    for i, m in enumerate(spec.models or []):
+        yield f"models[{i}].parameters", m.parameters
+    for k, sl in enumerate(spec.slices or []):
+        yield f"slices[{k}].parameters", sl.parameters
+        for j, src in enumerate(sl.sources):
+            yield f"slices[{k}].sources[{j}].parameters", src.parameters
 
 
-def _filters(table: dict[str, float], fn) -> list[dict[str, Any]] | float:
-    values = {fn(t) for t in table.values()}
-    if len(values) == 1:
-        return values.pop()
-    # Longest names first so that no filter is shadowed by one that is its substring.
-    return [
-        {"filter": k, "value": fn(v)}
-        for k, v in sorted(table.items(), key=lambda kv: (-len(kv[0]), kv[0]))
-    ]
+def _leaves(value: Any, key: str):
+    """(key path, number or bool) of every value a parameter setting holds: scalars, gradient
+    anchors and the values of filter entries."""
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                yield from _leaves(item.get("value"), f"{key}[{i}].value")
+            else:
+                yield f"{key}[{i}]", item
+    elif value is not None:
+        yield key, value
 
 
-def _export_slice(refs, start: int, stop: int, table: dict[str, float], method: str):
-    rng = [start, stop]
-    if method == "slerp":
-        return {
-            "sources": [
-                {"model": refs[0], "layer_range": rng},
-                {"model": refs[1], "layer_range": rng},
-            ],
-            "parameters": {"t": _filters(table, float)},
-        }
-    return {
-        "sources": [
-            {
-                "model": refs[0],
-                "layer_range": rng,
-                "parameters": {"weight": _filters(table, lambda t: 1.0 - t)},
-            },
-            {
-                "model": refs[1],
-                "layer_range": rng,
-                "parameters": {"weight": _filters(table, float)},
-            },
-        ]
-    }
+def _check_parameters(spec: MergekitSpec, where: str) -> None:
+    """Parameter names known to the method and every value in its meaningful range."""
+    method = registry.get(spec.merge_method)
+    known: dict[str, Param] = {p.name: p for p in method.params if "mergekit" in p.formats}
+    if spec.merge_method == "slerp":
+        known["t"] = T
+    for scope, params in _parameter_scopes(spec):
+        for name, setting in (params or {}).items():
+            if name not in known:
+                raise UserError(
+                    f"{where}: key '{scope}.{name}': not a parameter of {spec.merge_method}; "
+                    f"allowed: {', '.join(known)}"
+                )
+            for key, value in _leaves(setting, f"{scope}.{name}"):
+                if isinstance(value, (int, float)) or known[name].kind == "bool":
+                    check_range(known[name], value, key, where, spec.allow_extrapolation)
 
 
-__all__ = ["MergekitRecipe", "export_mergekit", "mergekit_recipe", "dtype_name"]
+__all__ = ["MergekitRecipe", "export_mergekit", "mergekit_recipe"]

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-METHODS = ("lerp", "slerp", "slerp_rowwise", "linear")
+from typing import Any
 
 
 @dataclass(frozen=True)
 class TensorPlan:
     """How one tensor is merged.
 
-    `method` is a kernel name (`lerp`, `slerp`, `slerp_rowwise`) or `linear` (mergekit's weighted
-    sum, with `weights = (w_base, w_adapted)` and `normalize`). `rule` names the recipe entry that
-    decided it (`rules[2]`, `default`, `slices[0].parameters.t`), for the report.
+    `method` is a name in the method registry (`spear_mm.merge.methods`): `lerp`, `slerp`,
+    `slerp_rowwise`, `linear` (mergekit's weighted sum, with `weights = (w_base, w_adapted)` and
+    `normalize`), or a task-vector method. `params` holds the method's other parameters for this
+    tensor as sorted (name, value) pairs (density, lambda, seed, ...; defaults are the
+    registry's). `rule` names the recipe entry that decided it (`rules[2]`, `default`,
+    `slices[0].parameters.t`), for the report.
     """
 
     t: float
@@ -26,27 +28,11 @@ class TensorPlan:
     rule: str = "default"
     weights: tuple[float, float] | None = None
     normalize: bool = True
+    params: tuple[tuple[str, Any], ...] = ()
 
-    def copy_source(self) -> str | None:
-        """`base` / `adapted` when the result is one input verbatim (copied, not computed)."""
-        if self.method == "linear" and self.weights is not None:
-            wb, wa = self.weights
-            if self.normalize:
-                if wa == 0 and wb != 0:
-                    return "base"
-                if wb == 0 and wa != 0:
-                    return "adapted"
-                return None
-            if (wb, wa) == (1.0, 0.0):
-                return "base"
-            if (wb, wa) == (0.0, 1.0):
-                return "adapted"
-            return None
-        if self.t == 0:
-            return "base"
-        if self.t == 1:
-            return "adapted"
-        return None
+    def param(self, name: str, default: Any = None) -> Any:
+        """A method parameter of this tensor (see `params`), or `default`."""
+        return dict(self.params).get(name, default)
 
 
 def gradient_value(anchors: Sequence[float], pos: float) -> float:

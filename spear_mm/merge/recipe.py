@@ -1,341 +1,21 @@
-"""Native merge recipes (YAML): base, adapted, output dtype, a default and ordered rules.
+"""Loading a merge recipe, native or mergekit, told apart by `merge_method`.
 
-```yaml
-base: smollm2-135m              # folder, hub id or built-in
-adapted: runs/cpt/final
-dtype: bfloat16                 # output dtype (default: the adapted checkpoint's)
-method: slerp                   # lerp | slerp | slerp_rowwise (rules may override)
-default: keep                   # keep | freeze | t (0..1) | [t anchors] for unmatched tensors
-rules:                          # later rules override earlier ones
-  - {kinds: [attention, mlp], layers: "0-7", t: [0.3, 0.9]}
-  - {kinds: embeddings, action: freeze}
-```
-
-Selection is the AND of `layers`, `kinds` and `match`; a missing selector matches everything.
-The last rule that matches a tensor decides its action, t and method; no match → `default`.
-See docs/recipes.md for the full reference. `load_recipe` also reads mergekit YAML
-(spear_mm.merge.mergekit_compat).
+The front door: `load_recipe(path)` / `recipe_from_dict(data)` pick the format reader
+(`merge.native` or `merge.mergekit_compat`; neither imports the other) and return a `Recipe`
+whose `plan(names, num_layers)` gives each tensor its `TensorPlan`. Formats: docs/recipes.md.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from spear_mm.errors import UserError
-from spear_mm.io.archmap import GROUPS, KINDS, TensorInfo, classify
-from spear_mm.io.checkpoint import parse_dtype
-from spear_mm.merge.plan import TensorPlan, gradient_value, layer_position
-
-NATIVE_METHODS = ("lerp", "slerp", "slerp_rowwise")
-ACTIONS = ("freeze", "keep", "restore")
-_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
-
-
-def _check_t(value: Any, *, allow_list: bool = True) -> float | list[float]:
-    """A t in [0, 1] or (when allowed) a non-empty list of them (a gradient)."""
-    if isinstance(value, bool):
-        raise ValueError("t must be a number in [0, 1] or a list of anchors, not a boolean")
-    if isinstance(value, (int, float)):
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"t = {value} is outside [0, 1]; 0 = base, 1 = adapted")
-        return float(value)
-    if allow_list and isinstance(value, list) and value:
-        return [_check_t(v, allow_list=False) for v in value]  # type: ignore[misc]
-    raise ValueError("t must be a number in [0, 1] or a non-empty list of such anchors")
-
-
-def _check_layer_item(item: Any) -> int | tuple[int, int]:
-    if isinstance(item, bool):
-        raise ValueError("layers must be an index, a range 'A-B' or a list of them")
-    if isinstance(item, int):
-        return item
-    if isinstance(item, str) and _RANGE.match(item):
-        lo, hi = (int(g) for g in _RANGE.match(item).groups())  # type: ignore[union-attr]
-        if hi < lo:
-            raise ValueError(f"layer range '{item}' is empty (A-B needs A <= B, both inclusive)")
-        return (lo, hi)
-    raise ValueError(
-        f"layers entry {item!r}: allowed an index (e.g. 3, -1), a range 'A-B' "
-        "(inclusive) or a list of them"
-    )
-
-
-class RuleSpec(BaseModel):
-    """One rule: selectors (`layers`, `kinds`, `match`) and what to do (`action`, `t`, `method`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    layers: Any = None
-    kinds: Any = None
-    match: str | None = None
-    action: str | None = None
-    t: Any = None
-    method: str | None = None
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, value):
-        if value is None:
-            return None
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise ValueError("layers is an empty list; omit it to select every layer")
-        return [_check_layer_item(i) for i in items]
-
-    @field_validator("kinds")
-    @classmethod
-    def _kinds(cls, value):
-        if value is None:
-            return None
-        items = value if isinstance(value, list) else [value]
-        bad = [k for k in items if k not in GROUPS and k not in KINDS]
-        if bad or not items:
-            raise ValueError(
-                f"unknown kind {bad[0] if bad else '[]'!r}; allowed: "
-                f"{', '.join(GROUPS)} or one of {', '.join(KINDS)}"
-            )
-        return items
-
-    @field_validator("match")
-    @classmethod
-    def _match(cls, value):
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(
-                    f"match {value!r} is not a valid regular expression ({exc})"
-                ) from None
-        return value
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value):
-        if value is not None and value not in NATIVE_METHODS:
-            raise ValueError(f"method {value!r}; allowed: {', '.join(NATIVE_METHODS)}")
-        return value
-
-    @field_validator("t")
-    @classmethod
-    def _t(cls, value):
-        return None if value is None else _check_t(value)
-
-    @model_validator(mode="after")
-    def _action(self):
-        if self.action is None:
-            if self.t is None:
-                raise ValueError("a rule needs an action (freeze, keep, restore) or a t")
-            self.action = "restore"
-        if self.action not in ACTIONS:
-            raise ValueError(f"action {self.action!r}; allowed: {', '.join(ACTIONS)}")
-        if self.action == "restore" and self.t is None:
-            raise ValueError("action restore needs t (a number in [0, 1] or a list of anchors)")
-        if self.action != "restore" and self.t is not None:
-            raise ValueError(
-                f"action {self.action} fixes t (freeze = 0, keep = 1); remove t "
-                "or use action restore"
-            )
-        return self
-
-
-class NativeSpec(BaseModel):
-    """The whole native recipe file."""
-
-    model_config = ConfigDict(extra="forbid")
-    base: str
-    adapted: str
-    dtype: str | None = None
-    method: str = "slerp"
-    default: Any = "keep"
-    rules: list[RuleSpec] = []
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value):
-        return RuleSpec._method(value)
-
-    @field_validator("default")
-    @classmethod
-    def _default(cls, value):
-        if value in ("keep", "freeze"):
-            return value
-        try:
-            return _check_t(value)
-        except ValueError:
-            raise ValueError(
-                "default: allowed keep, freeze, a t in [0, 1] or a list of "
-                f"t anchors; got {value!r}"
-            ) from None
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, value):
-        if value is not None:
-            try:
-                parse_dtype(value)
-            except UserError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-
-@dataclass
-class Recipe:
-    """A loaded recipe: model references, dtypes and a `plan` from tensor names to TensorPlans.
-
-    `compute_dtype` / `round_to_compute` reproduce mergekit's `dtype` key (inputs cast to it, the
-    result rounded to it before `out_dtype`); native recipes compute in fp32 from the inputs as
-    stored and round once, to `out_dtype` (default: each adapted tensor's dtype).
-    """
-
-    base: str
-    adapted: str
-    source: Path | None = None
-    format: str = "native"
-    out_dtype: torch.dtype | None = None
-    compute_dtype: torch.dtype | None = None
-    round_to_compute: bool = False
-    unmatched: list[str] = field(default_factory=list)
-    # Tensors of kind `other` when some rule selects by `kinds:`: no such rule can see them.
-    unclassified: list[str] = field(default_factory=list)
-
-    @property
-    def where(self) -> str:
-        return f"recipe {self.source}" if self.source else "recipe"
-
-    def plan(self, names: list[str], num_layers: int) -> dict[str, TensorPlan]:
-        raise NotImplementedError
-
-    def model_folders(self) -> tuple[Path, Path]:
-        """(base, adapted) local folders; relative paths are tried from the current folder,
-        then from the recipe's folder."""
-        return _resolve(self.base, self.source), _resolve(self.adapted, self.source)
-
-
-def _resolve(spec: str, source: Path | None) -> Path:
-    from spear_mm.io.sources import resolve_model
-
-    path = Path(os.path.expanduser(spec))
-    if not path.is_absolute() and not path.is_dir() and source is not None:
-        beside = source.parent / path
-        if beside.is_dir():
-            return beside
-    return resolve_model(spec)
-
-
-@dataclass
-class NativeRecipe(Recipe):
-    spec: NativeSpec | None = None
-
-    def plan(self, names: list[str], num_layers: int) -> dict[str, TensorPlan]:
-        """TensorPlan per name: the last matching rule wins, else the default."""
-        spec = self.spec
-        assert spec is not None
-        infos = [classify(n) for n in names]
-        all_layers = list(range(num_layers))
-        selected = [self._rule_layers(i, r, num_layers) for i, r in enumerate(spec.rules)]
-        used = [False] * len(spec.rules)
-        self.unmatched = []  # recomputed on every plan (sweeps call plan repeatedly)
-        by_kind = any(r.kinds is not None for r in spec.rules)
-        self.unclassified = [i.name for i in infos if by_kind and i.kind == "other"]
-        plans: dict[str, TensorPlan] = {}
-        for info in infos:
-            plan = self._action_plan(spec.default, all_layers, info, "default", spec.method)
-            for i in range(len(spec.rules) - 1, -1, -1):
-                rule = spec.rules[i]
-                if _matches(rule, selected[i], info):
-                    used[i] = True
-                    plan = self._rule_plan(rule, selected[i] or all_layers, info, i)
-                    break
-            plans[info.name] = plan
-        # A rule shadowed by later ones still counts as matching something.
-        for i, rule in enumerate(spec.rules):
-            if not used[i] and not any(_matches(rule, selected[i], x) for x in infos):
-                self.unmatched.append(f"rules[{i}]")
-        return plans
-
-    def _rule_layers(self, i: int, rule: RuleSpec, num_layers: int) -> list[int] | None:
-        if rule.layers is None:
-            return None
-        out: set[int] = set()
-        for item in rule.layers:
-            lo, hi = item if isinstance(item, tuple) else (item, item)
-            if isinstance(item, int) and item < 0:
-                lo = hi = item + num_layers
-            if lo < 0 or hi >= num_layers:
-                raise UserError(
-                    f"{self.where}: key 'rules[{i}].layers': {item!r} is out of "
-                    f"range; the model has layers 0-{num_layers - 1}"
-                )
-            out.update(range(lo, hi + 1))
-        return sorted(out)
-
-    def _rule_plan(self, rule: RuleSpec, layers: list[int], info: TensorInfo, i: int):
-        assert self.spec is not None
-        value = {"freeze": 0.0, "keep": 1.0}.get(rule.action or "", rule.t)
-        return self._action_plan(
-            value, layers, info, f"rules[{i}]", rule.method or self.spec.method
-        )
-
-    @staticmethod
-    def _action_plan(value, layers: list[int], info: TensorInfo, rule: str, method: str):
-        if value == "keep":
-            value = 1.0
-        elif value == "freeze":
-            value = 0.0
-        if isinstance(value, list):
-            # Gradient anchors spread over the rule's selected layers; tensors outside the
-            # blocks (embeddings, final norm, lm_head) take the first anchor, as in mergekit.
-            pos = (
-                0.0 if info.layer is None else layer_position(layers.index(info.layer), len(layers))
-            )
-            value = gradient_value(value, pos)
-        return TensorPlan(t=float(value), method=method, rule=rule)
-
-
-def _matches(rule: RuleSpec, layers: list[int] | None, info: TensorInfo) -> bool:
-    if layers is not None and (info.layer is None or info.layer not in layers):
-        return False
-    if rule.kinds is not None and info.kind not in rule.kinds and info.group not in rule.kinds:
-        return False
-    return rule.match is None or re.search(rule.match, info.name) is not None
-
-
-def check_match_patterns(recipe: Recipe, names: list[str]) -> None:
-    """A native rule's `match` that matches no tensor name at all is a typo, not a no-op.
-
-    (A rule that matches nothing because of its other selectors, e.g. an lm_head rule on a tied
-    model, stays a note: see `Recipe.unmatched`.)"""
-    spec = getattr(recipe, "spec", None)
-    if not isinstance(spec, NativeSpec):
-        return
-    for i, rule in enumerate(spec.rules):
-        if rule.match is not None and not any(re.search(rule.match, n) for n in names):
-            example = names[0] if names else "none"
-            raise UserError(
-                f"{recipe.where}: key 'rules[{i}].match': {rule.match!r} matches no tensor name "
-                f"of the adapted model (e.g. {example}); fix the pattern or remove the rule"
-            )
-
-
-def validation_message(exc: ValidationError, where: str) -> str:
-    """One line from pydantic's errors: the key path, the problem, what is allowed."""
-    errors = exc.errors()
-    err = errors[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{where}: key '{loc or '<top>'}': {msg}{more}"
+from spear_mm.merge.mergekit_compat import mergekit_recipe
+from spear_mm.merge.native import NativeRecipe, NativeSpec, check_match_patterns, native_recipe
+from spear_mm.merge.recipe_base import Recipe, validation_message
 
 
 def recipe_from_dict(data: dict, source: Path | None = None) -> Recipe:
@@ -347,21 +27,8 @@ def recipe_from_dict(data: dict, source: Path | None = None) -> Recipe:
             "(native) or merge_method (mergekit)"
         )
     if "merge_method" in data:
-        from spear_mm.merge.mergekit_compat import mergekit_recipe
-
         return mergekit_recipe(data, source)
-    try:
-        spec = NativeSpec.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(validation_message(exc, where)) from None
-    return NativeRecipe(
-        base=spec.base,
-        adapted=spec.adapted,
-        source=source,
-        format="native",
-        out_dtype=parse_dtype(spec.dtype),
-        spec=spec,
-    )
+    return native_recipe(data, source)
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
@@ -374,3 +41,14 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"recipe {path} is not valid YAML: {exc}") from None
     return recipe_from_dict(data, path)
+
+
+__all__ = [
+    "NativeRecipe",
+    "NativeSpec",
+    "Recipe",
+    "check_match_patterns",
+    "load_recipe",
+    "recipe_from_dict",
+    "validation_message",
+]

@@ -22,7 +22,7 @@ from spear_mm.errors import UserError
 from spear_mm.io.checkpoint import dtype_name
 from spear_mm.io.direct import PAGE, MappedRange, TensorFile, page_aligned_empty
 from spear_mm.io.planned import PlannedWriter
-from spear_mm.merge import kernels
+from spear_mm.merge import kernels, methods
 from spear_mm.merge.apply import DtypePolicy, all_finite, new_rows
 from spear_mm.merge.blockwise import run_spans
 from spear_mm.merge.plan import TensorPlan
@@ -173,6 +173,8 @@ def merge_streamed(
     entry: dict = {"t": plan.t, "method": plan.method, "rule": plan.rule}
     if plan.weights is not None:
         entry["weights"] = list(plan.weights)
+    if plan.params:
+        entry["params"] = dict(plan.params)
     compute, out = policy.resolve(be.dtype, ae.dtype)
     if not (be.dtype.is_floating_point and ae.dtype.is_floating_point):
         raw = SpanWriter(writer, name, torch.uint8, torch.uint8, check=False)
@@ -182,7 +184,7 @@ def merge_streamed(
         return entry
     extra = new_rows(name, kind, be.shape, ae.shape)
     shared = math.prod(be.shape)
-    source = plan.copy_source()
+    source = methods.get(plan.method).copy_source(plan, policy.round_to_compute)
     entry["dtype"] = dtype_name(out)
     if extra:
         entry["new_rows"] = extra

@@ -9,7 +9,7 @@ from omegaconf import MISSING
 
 from spear_mm.errors import UserError
 from spear_mm.eval.config import ProbeSettings, SuiteConfig
-from spear_mm.sweep.schedule import FAMILIES, NONLAYER_POLICIES
+from spear_mm.sweep.schedule import DEFAULT_KIND_GAMMA, FAMILIES, KIND_GROUPS, NONLAYER_POLICIES
 
 DEFAULT_KNOBS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
 MIN_POINTS = 7
@@ -25,7 +25,9 @@ class SweepConfig:
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     knobs: list[float] = field(default_factory=lambda: list(DEFAULT_KNOBS))
     gamma_spread: float = 3.0  # κ: exponents a^γ_i span 1/κ .. κ over the ranking
-    nonlayer: str = "last"  # restore of embeddings / final norm / lm_head: last | knob | mean
+    nonlayer: str = "mean"  # restore of embeddings / final norm / lm_head: mean | knob | last
+    kind_gamma: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_KIND_GAMMA))
+    kind_depth_spread: float = 1.0  # kinds family: κ_d > 1 restores earlier layers more per kind
     method: str = "lerp"  # merge kernel of every point: lerp | slerp | slerp_rowwise
     target_retention: float | None = None  # general retention target (solver)
     target_recovered: float | None = None  # forgetting-recovered target (solver)
@@ -58,6 +60,17 @@ class SweepConfig:
             )
         if self.gamma_spread < 1.0:
             raise UserError(f"sweep gamma_spread={self.gamma_spread}: must be >= 1 (1 = uniform)")
+        if set(self.kind_gamma) != set(KIND_GROUPS) or any(
+            float(g) <= 0 for g in self.kind_gamma.values()
+        ):
+            raise UserError(
+                f"sweep kind_gamma={dict(self.kind_gamma)}: give a positive exponent for each of "
+                f"{', '.join(KIND_GROUPS)} (1 = like uniform, < 1 restored earlier, > 1 later)"
+            )
+        if self.kind_depth_spread < 1.0:
+            raise UserError(
+                f"sweep kind_depth_spread={self.kind_depth_spread}: must be >= 1 (1 = flat in depth)"
+            )
         if self.nonlayer not in NONLAYER_POLICIES:
             raise UserError(
                 f"sweep nonlayer={self.nonlayer!r}: choose {', '.join(NONLAYER_POLICIES)}"

@@ -137,7 +137,7 @@ class SweepSession:
 
 def layer_form(recipe: Recipe, names: list[str], num_layers: int):
     """(layer_t, other_t, method) when `recipe`'s plan is one t per layer + one elsewhere, else
-    None (any rule by kind or name, mixed methods, a dtype, mergekit weights)."""
+    None (any rule by kind or name, mixed methods, a dtype, mergekit weights, method parameters)."""
     from spear_mm.io.archmap import classify
 
     if recipe.out_dtype is not None or recipe.compute_dtype is not None:
@@ -146,7 +146,7 @@ def layer_form(recipe: Recipe, names: list[str], num_layers: int):
     layer_t: list[float | None] = [None] * num_layers
     other: set[float] = set()
     methods = {p.method for p in plan.values()}
-    if len(methods) != 1 or any(p.weights is not None for p in plan.values()):
+    if len(methods) != 1 or any(p.weights is not None or p.params for p in plan.values()):
         return None
     for name, p in plan.items():
         layer = classify(name).layer

@@ -6,6 +6,10 @@ the blocks (embeddings, final norm, lm_head). t values are rounded to `T_DIGITS`
 files stay readable; the in-memory merge applies the very recipe that is written, so the file and
 the scored weights agree exactly. Knob 0 gives every t = 1 (the adapted model, copied verbatim)
 and knob 1 every t = 0 (the base).
+
+A ``kinds`` point has one rule per kind group and run of layers (``{kinds: attention, layers:
+"0-3", t: ...}``) and one for the final norm; a task-vector point names its method and
+`parameters` (``method: ties``, ``parameters: {density: 0.7}``).
 """
 
 from __future__ import annotations
@@ -40,17 +44,24 @@ def recipe_dict(
     schedule: Schedule, base: str | os.PathLike, adapted: str | os.PathLike, method: str = "lerp"
 ) -> dict:
     """The native recipe mapping of `schedule` (see the module doc)."""
-    rules = []
-    for lo, hi, t in _runs([_round_t(t) for t in schedule.layer_t]):
-        layers: int | str = lo if lo == hi else f"{lo}-{hi}"
-        rules.append({"layers": layers, "t": t})
-    return {
+    rules: list[dict] = []
+    kinds = schedule.kind_restore or ((None, schedule.layer_restore),)
+    for group, restore in kinds:
+        for lo, hi, t in _runs([_round_t(1.0 - r) for r in restore]):
+            rule = {"layers": lo if lo == hi else f"{lo}-{hi}", "t": t}
+            rules.append(rule if group is None else {"kinds": group, **rule})
+    if schedule.final_norm_restore is not None:
+        rules.append({"kinds": "norm_final", "t": _round_t(1.0 - schedule.final_norm_restore)})
+    data = {
         "base": str(base),
         "adapted": str(adapted),
-        "method": method,
+        "method": schedule.method or method,
         "default": _round_t(schedule.nonlayer_t),
         "rules": rules,
     }
+    if schedule.params:
+        data["parameters"] = dict(schedule.params)
+    return data
 
 
 def build_recipe(data: dict, source: Path | None = None) -> Recipe:
@@ -71,6 +82,8 @@ def recipe_yaml(schedule: Schedule, data: dict) -> str:
             f"# layers {layers}: identical in base and adapted, not restored; their t is "
             "irrelevant (every t gives the same weights)\n"
         )
+    if schedule.params:
+        head += "# " + ", ".join(f"{k} = {v:g}" for k, v in schedule.params) + " (the knob)\n"
     return head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 

@@ -125,6 +125,8 @@ def evaluate_point(sw: Sweep, family: str, knob: float, role: str) -> SweepPoint
         spread=cfg.gamma_spread,
         nonlayer=cfg.nonlayer,
         inert=sw.inert,
+        kind_gamma=cfg.kind_gamma,
+        kind_depth_spread=cfg.kind_depth_spread,
     )
     data = recipes.recipe_dict(sched, sw.base_dir, sw.adapted_dir, cfg.method)
     rel = f"recipes/{recipe_name(family, knob, role)}"

@@ -11,6 +11,14 @@ Families (docs/sweeps.md has the reasoning and worked numbers):
 - ``depth``    r_i = a^γ_i with γ_i from the layer's depth: earlier layers are restored more.
 - ``analyzer`` r_i = a^γ_i with γ_i from the analyzer's ranking (most general harm first).
 - ``topk``     whole layers: the round(a·L) top-ranked layers at r = 1, the rest at r = 0.
+- ``kinds``    per kind: attention, MLP, norms and embeddings each r = a^g_kind (`kind_gamma`),
+               optionally shaped in depth (`kind_depth_spread` κ_d > 1: r = a^(g_kind·κ_d^(2p_i − 1)),
+               p_i = i/(L − 1), early layers first: LiNeS-like per kind).
+- task-vector families (`TASK_VECTOR_FAMILIES`): the knob removes part of the task vector
+  Δ = adapted − base. ``task_arithmetic``: λ = 1 − a (with one adapted model, LERP up to rounding);
+  ``ties``, ``dare``, ``breadcrumbs``: density = 1 − a of Δ's entries kept (magnitude trim, random
+  drop and L1 rescale, trim of both tails); ``lowrank``: rank_fraction = 1 − a of each matrix's
+  rank kept. Every tensor, embeddings included, gets the same setting.
 
 γ_i = κ^(2·p_i − 1), where p_i ∈ [0, 1] is the layer's position in the ranking (0 = restore
 first) and κ ≥ 1 the spread (`gamma_spread`); κ = 1 is the uniform family. The exponents' geometric
@@ -22,19 +30,33 @@ never restored by ``analyzer``: r = 0 strictly inside (0, 1) (their t is irrelev
 the same weights — and the recipe's comment says so), and the γ positions are spread over the
 layers that changed, so no part of the schedule goes to a no-op.
 
-Non-layer tensors (`nonlayer`): ``last`` (default) gives them the last layer's restore — with
-tied embeddings the last block, the final norm and the embedding/lm_head moved together during CPT
-and restoring one without the others hurt (notes/method.md); ``knob`` gives them r = a; ``mean``
-the mean of the layer restores.
+Non-layer tensors (`nonlayer`, for uniform / depth / analyzer / topk): ``mean`` (default) gives
+embeddings, final norm and lm_head the mean of the layer restores, so a graded family restores them
+about as much as uniform does at the same knob; ``knob`` gives them r = a; ``last`` the last layer's
+restore (with tied embeddings the last block, final norm and embedding moved together during CPT —
+but a graded family ranks the last layer last, so at a = 0.45 the embeddings get 0.45³ ≈ 0.09
+where uniform gives 0.45: family comparisons then mix "which layers" with "how much of the
+embeddings", issue 16). ``kinds`` and the task-vector families give them their own setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-FAMILIES = ("uniform", "depth", "analyzer", "topk")
-NONLAYER_POLICIES = ("last", "knob", "mean")
+# family → (merge method, the parameter the knob sets: value = 1 − knob; None: λ = t = 1 − knob)
+TASK_VECTOR_FAMILIES = {
+    "task_arithmetic": ("task_arithmetic", None),
+    "ties": ("ties", "density"),
+    "dare": ("dare_linear", "density"),
+    "breadcrumbs": ("breadcrumbs", "density"),
+    "lowrank": ("lowrank", "rank_fraction"),
+}
+FAMILIES = ("uniform", "depth", "analyzer", "topk", "kinds", *TASK_VECTOR_FAMILIES)
+NONLAYER_POLICIES = ("mean", "knob", "last")
+KIND_GROUPS = ("attention", "mlp", "norm", "embeddings")
+# A starting hypothesis, not a finding (docs/sweeps.md): attention restored ahead of the MLP.
+DEFAULT_KIND_GAMMA = {"attention": 0.5, "mlp": 2.0, "norm": 1.0, "embeddings": 1.0}
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,13 @@ class Schedule:
     layer_restore: tuple[float, ...]
     nonlayer_restore: float
     inert: tuple[int, ...] = ()  # layers left at r = 0 because base and adapted are identical
+    # Optional, for the method and per-kind families: the merge method of the point (None: the
+    # sweep's `method`), its parameters, and per kind group its restore per layer (the final norm
+    # takes the norm group's at the knob alone; embeddings / lm_head take `nonlayer_restore`).
+    method: str | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    kind_restore: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    final_norm_restore: float | None = None
 
     @property
     def layer_t(self) -> list[float]:
@@ -140,6 +169,40 @@ def layer_restore(
     raise ValueError(f"family '{family}' is not one of {', '.join(FAMILIES)}")
 
 
+def task_vector_schedule(family: str, knob: float, num_layers: int) -> Schedule:
+    """A task-vector family's point. The ends are copies: knob 0 is t = 1 with nothing trimmed
+    (the adapted tensors), knob 1 is t = 0 (the base), so both are exact whatever the method."""
+    knob = _check_knob(knob)
+    method, param = TASK_VECTOR_FAMILIES[family]
+    if param is None or knob in (0.0, 1.0):
+        restore = knob
+        params: tuple[tuple[str, float], ...] = ()
+    else:  # λ = 1, the knob removes entries (or rank) of Δ
+        restore, params = 0.0, ((param, float(round(1.0 - knob, 6))),)
+    return Schedule(family, knob, (restore,) * num_layers, restore, method=method, params=params)
+
+
+def kind_schedule(
+    knob: float, num_layers: int, kind_gamma: Mapping[str, float], depth_spread: float = 1.0
+) -> Schedule:
+    """The ``kinds`` family: r = a^(g_kind·κ_d^(2p_i − 1)) per kind group and layer (module doc).
+
+    `layer_restore` (for the report) is the mean of the three in-block groups per layer.
+    """
+    knob = _check_knob(knob)
+    missing = [k for k in KIND_GROUPS if k not in kind_gamma]
+    if missing or any(float(g) <= 0 for g in kind_gamma.values()):
+        raise ValueError(f"kind_gamma needs a positive exponent for each of {KIND_GROUPS}")
+    depth = exponents(list(range(num_layers)), num_layers, depth_spread)
+    groups = tuple(
+        (g, tuple(knob ** (float(kind_gamma[g]) * d) for d in depth)) for g in KIND_GROUPS[:3]
+    )
+    layer = tuple(sum(r[i] for _, r in groups) / 3 for i in range(num_layers))
+    embed = knob ** float(kind_gamma["embeddings"])
+    norm = knob ** float(kind_gamma["norm"])
+    return Schedule("kinds", knob, layer, embed, kind_restore=groups, final_norm_restore=norm)
+
+
 def make_schedule(
     family: str,
     knob: float,
@@ -147,11 +210,18 @@ def make_schedule(
     order: Sequence[int] | None = None,
     *,
     spread: float = 3.0,
-    nonlayer: str = "last",
+    nonlayer: str = "mean",
     inert: Collection[int] = (),
+    kind_gamma: Mapping[str, float] | None = None,
+    kind_depth_spread: float = 1.0,
 ) -> Schedule:
     """The schedule of `family` at `knob`; ``depth`` builds its own order (layer 0 first);
     ``inert`` (layers identical in both models) is used by ``analyzer`` only."""
+    if family in TASK_VECTOR_FAMILIES:
+        return task_vector_schedule(family, knob, num_layers)
+    if family == "kinds":
+        gamma = DEFAULT_KIND_GAMMA if kind_gamma is None else kind_gamma
+        return kind_schedule(knob, num_layers, gamma, kind_depth_spread)
     if family == "depth":
         order = list(range(num_layers))
     elif order is None:

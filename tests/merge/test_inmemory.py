@@ -20,7 +20,19 @@ def _params(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("method", ["slerp", "slerp_rowwise", "lerp"])
+METHOD_PARAMS = {
+    "ties": {"density": [0.2, 0.7]},
+    "dare_linear": {"density": 0.5, "seed": 7},
+    "breadcrumbs": {"density": 0.6, "gamma": 0.05},
+    "lowrank": {"rank": 3},
+}
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["slerp", "slerp_rowwise", "lerp", "task_arithmetic", "ties", "dare_linear", "breadcrumbs"]
+    + ["lowrank"],
+)
 def test_apply_equals_disk_merge(tmp_path, mh, pair, merger, method):
     data = {
         "base": str(pair[0]),
@@ -29,6 +41,8 @@ def test_apply_equals_disk_merge(tmp_path, mh, pair, merger, method):
         "default": [0.2, 0.9],
         "rules": [{"kinds": "embeddings", "t": 0.4}, {"layers": 2, "action": "freeze"}],
     }
+    if method in METHOD_PARAMS:
+        data["parameters"] = METHOD_PARAMS[method]
     recipe = load_recipe(mh.write_recipe(tmp_path / "r.yaml", data))
     disk_report = run_merge(recipe, tmp_path / "out", progress=False)
     report = merger.apply(recipe)

@@ -253,7 +253,10 @@ def test_mergekit_linear_weights_per_model():
 @pytest.mark.parametrize(
     "data, words",
     [
-        ({"merge_method": "ties", "base_model": "b", "models": [{"model": "a"}]}, "allowed: slerp"),
+        (
+            {"merge_method": "nuslerp", "base_model": "b", "models": [{"model": "a"}]},
+            "allowed: slerp",
+        ),
         ({"merge_method": "slerp", "models": [{"model": "a"}, {"model": "b"}]}, "needs base_model"),
         (
             {

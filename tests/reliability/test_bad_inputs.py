@@ -211,8 +211,8 @@ CASES = [
     merge_case("recipe-target-key", pair(_target_="os.system"), ["key '_target_'", "unknown key"]),
     merge_case("recipe-top-level-list", ["{base}", "{adapted}"], ["{recipe}", "mapping"]),
     merge_case("mergekit-unknown-method",
-               {"merge_method": "ties", "base_model": "{base}", "models": [{"model": "{adapted}"}]},
-               ["merge_method", "ties"]),
+               {"merge_method": "della", "base_model": "{base}", "models": [{"model": "{adapted}"}]},
+               ["merge_method", "della"]),
     Case("recipe-file-missing", ("merge", "{models}/nope.yaml", "--out", "{out}"),
          ("{models}/nope.yaml", "does not exist")),
     # -- checkpoints

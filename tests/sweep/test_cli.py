@@ -95,3 +95,36 @@ def test_bad_input_exits_2_with_one_line(tiny_pair, tmp_path):
     assert res.returncode == 2 and "missing.json" in res.stderr
     res = run_cli(*common, "target_retention=0.9", "target_recovered=0.7")
     assert res.returncode == 2 and "not both" in res.stderr
+
+
+def test_sweep_cli_with_the_kind_and_task_vector_families(tiny_pair, tmp_path):
+    base, adapted = tiny_pair
+    out = tmp_path / "out"
+    res = run_cli(
+        f"base={base}",
+        f"adapted={adapted}",
+        f"out={out}",
+        "probe.max_tokens=128",
+        "families=[uniform,kinds,ties,dare,lowrank]",
+        "kind_gamma.attention=0.3",
+        "kind_depth_spread=2.0",
+        "plot=false",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads((out / "sweep.json").read_text())
+    assert {"kinds", "ties", "dare", "lowrank"} <= {p["family"] for p in doc["points"]}
+    ties = next(p for p in doc["points"] if p["family"] == "ties" and p["knob"] == 0.3)
+    text = (out / ties["recipe"]).read_text()
+    assert "method: ties" in text and "density: 0.7" in text
+    kinds = next(p for p in doc["points"] if p["family"] == "kinds" and p["knob"] == 0.5)
+    assert "kinds: attention" in (out / kinds["recipe"]).read_text()
+    assert set(doc["verdict"]["families"]) >= {"kinds", "ties", "dare", "lowrank"}
+
+
+def test_bad_kind_gamma_is_one_line(tiny_pair, tmp_path):
+    base, adapted = tiny_pair
+    res = run_cli(
+        f"base={base}", f"adapted={adapted}", f"out={tmp_path / 'o'}", "kind_gamma.mlp=-1"
+    )
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "kind_gamma" in res.stderr

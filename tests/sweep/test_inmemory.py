@@ -41,7 +41,11 @@ def test_baseline_scores_are_those_of_the_loaded_checkpoints(sweep, tiny_pair):
     assert point.raw == fresh
 
 
-@pytest.mark.parametrize(("family", "knob"), [("analyzer", 0.3), ("depth", 0.55), ("topk", 0.5)])
+@pytest.mark.parametrize(
+    ("family", "knob"),
+    [("analyzer", 0.3), ("depth", 0.55), ("topk", 0.5), ("kinds", 0.4), ("ties", 0.6)]
+    + [("dare", 0.5), ("lowrank", 0.5)],
+)
 def test_recipe_materialized_by_the_executor_equals_in_memory(sweep, tmp_path, family, knob):
     point = evaluate_point(sweep, family, knob, "grid")
     recipe = load_recipe(sweep.out / point.recipe)
@@ -56,7 +60,8 @@ def test_graded_point_really_is_graded(sweep):
     # ranking [2, 0, 3, 1]: layer 2 restored most (smallest t), layer 1 least.
     t = point.layer_t
     assert t[2] < t[0] < t[3] < t[1]
-    assert point.nonlayer_t == t[3]  # non-layer tensors follow the last layer
+    # non-layer tensors follow the mean restore (the default nonlayer=mean), not layer L-1's
+    assert point.nonlayer_t == pytest.approx(sum(t) / len(t), abs=1e-6)
 
 
 def test_layer_form_only_for_per_layer_recipes(tiny_pair):
