@@ -44,7 +44,7 @@ def bpb_table(
     n_g, n_f = len(general[1]), len(finance[1])
     out = []
     for m in range(len(g)):
-        iv = dict(seed=seed)
+        iv = {"seed": seed}
         out.append(
             {
                 "general_bpb": stats.percentile(g[m], gd[:, m], n=n_g, **iv).record(),
@@ -52,14 +52,15 @@ def bpb_table(
                 "general_retention": stats.percentile(
                     g[base] / g[m], gd[:, base] / gd[:, m], n=n_g, **iv
                 ).record(),
-                "gain_kept": stats.ratio(
+                "gain_kept": stats.ratio(  # a gain is a fall in bpb: the denominator is < 0
                     f[m] - f[base],
                     fd[:, m] - fd[:, base],
                     f[adapted] - f[base],
                     fd[:, adapted] - fd[:, base],
+                    sign=-1.0,
                     n=n_f,
                     **iv,
-                ),  # fmt: skip
+                ),
                 "forgetting_recovered": stats.ratio(
                     g[adapted] - g[m],
                     gd[:, adapted] - gd[:, m],
@@ -67,7 +68,7 @@ def bpb_table(
                     gd[:, adapted] - gd[:, base],
                     n=n_g,
                     **iv,
-                ),  # fmt: skip
+                ),
             }
         )
     return out
@@ -90,9 +91,10 @@ def bpb_differences(
     g, gd = _probe_draws(*general, "general", resamples, seed)
     f, fd = _probe_draws(*finance, "finance", resamples, seed)
     out = []
+    n_g, n_f = len(general[1]), len(finance[1])
     for m in range(len(g)):
-        dg = stats.percentile(g[m] - g[reference], gd[:, m] - gd[:, reference], seed=seed)
-        df = stats.percentile(f[m] - f[reference], fd[:, m] - fd[:, reference], seed=seed)
+        dg = stats.percentile(g[m] - g[reference], gd[:, m] - gd[:, reference], seed=seed, n=n_g)
+        df = stats.percentile(f[m] - f[reference], fd[:, m] - fd[:, reference], seed=seed, n=n_f)
         out.append({"general_bpb": dg.record(), "finance_bpb": df.record(), "call": call(dg, df)})
     return out
 

@@ -381,6 +381,17 @@ class Probe:
             ids=self.ids or None,
         )
 
+    def documents(self, tokenizer) -> dict:
+        """Settings plus the ids / bytes / tokens of the documents this probe scores (the budget
+        may stop inside the last one): what its per-document NLL records are bootstrapped with."""
+        win = self.windows(tokenizer)
+        return {
+            **self.settings(),
+            "ids": [self.ids[i] if self.ids else str(i) for i in win.doc_index],
+            "bytes": list(win.doc_bytes),
+            "tokens": list(win.doc_tokens),
+        }
+
     def settings(self) -> dict:
         """What defines this probe's numbers, for the records written beside them."""
         return {

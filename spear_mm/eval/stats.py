@@ -119,14 +119,21 @@ def mean_of(values: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
     return (w @ values.T) / w.sum(axis=1)[:, None]
 
 
+MIN_ITEMS = 5  # fewer documents (questions) than this: no interval (a bootstrap of 1-4 items
+# reuses the same few values and gives a falsely narrow interval, zero-width for one document)
+WRONG_WAY = "the adapted model moved the other way: there is no gain / forgetting to divide by"
+
+
 def percentile(
     value: float, draws: np.ndarray, *, level: float = LEVEL, seed: int = 0, n: int = 0
 ) -> Interval:
-    """Percentile interval of `draws` around `value`; NaN bounds when > 2.5% of draws are
-    undefined (a ratio whose denominator crossed 0 in many replicates has no interval)."""
+    """Percentile interval of `draws` around `value`. NaN bounds when > 2.5% of draws are
+    undefined (a ratio whose denominator crossed 0 in many replicates has no interval) or when
+    `n` (documents resampled, 0 = not given) is below MIN_ITEMS."""
     draws = np.asarray(draws, dtype=np.float64)
     ok = draws[np.isfinite(draws)]
-    if len(ok) == 0 or len(ok) < 0.975 * len(draws):
+    few = 0 < n < MIN_ITEMS
+    if few or len(ok) == 0 or len(ok) < 0.975 * len(draws):
         return Interval(float(value), math.nan, math.nan, level, len(draws), seed, n)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(ok, [alpha, 1.0 - alpha])
@@ -139,20 +146,24 @@ def ratio(
     den: float,
     den_draws: np.ndarray,
     *,
+    sign: float = 1.0,
     level: float = LEVEL,
     seed: int = 0,
     n: int = 0,
 ) -> dict:
-    """`num / den` with its interval, or — when the denominator's interval contains 0 — the
-    verdict "not measurable at this probe size" with the denominator's (raw difference) interval.
+    """`num / den` with its interval, stated only when the denominator's interval lies entirely
+    on the side `sign` says it should (e.g. sign=-1: a gain is a *fall* in bpb). Otherwise the
+    reason — "not measurable at this probe size" (the interval contains 0, or there is none) or
+    WRONG_WAY — with the denominator's (raw difference) interval.
     """
     den_iv = percentile(den, den_draws, level=level, seed=seed, n=n)
-    if not den_iv.excludes_zero:
-        return {"measurable": False, "reason": NOT_MEASURABLE, "denominator": den_iv.record()}
+    lo, hi = sorted((sign * den_iv.lo, sign * den_iv.hi)) if den_iv.excludes_zero else (0, 0)
+    if not lo > 0:
+        reason = WRONG_WAY if hi < 0 else NOT_MEASURABLE
+        return {"measurable": False, "reason": reason, "denominator": den_iv.record()}
     with np.errstate(divide="ignore", invalid="ignore"):
         draws = np.asarray(num_draws, dtype=np.float64) / np.asarray(den_draws, dtype=np.float64)
-    value = num / den
-    iv = percentile(value, draws, level=level, seed=seed, n=n)
+    iv = percentile(num / den, draws, level=level, seed=seed, n=n)
     return {"measurable": True, "interval": iv.record(), "denominator": den_iv.record()}
 
 

@@ -93,6 +93,14 @@ def test_ratio_inside_the_noise_is_not_measurable():
     assert out["denominator"]["lo"] < 0 < out["denominator"]["hi"]
     clear = stats.ratio(0.05, rng.normal(0.05, 0.005, 2000), 0.1, rng.normal(0.1, 0.005, 2000))
     assert clear["measurable"] and clear["interval"]["lo"] < 0.5 < clear["interval"]["hi"]
+    # A clear denominator on the wrong side (the adapted model got *worse* on the domain).
+    wrong = stats.ratio(
+        0.05, rng.normal(0.05, 0.005, 2000), 0.1, rng.normal(0.1, 0.005, 2000), sign=-1
+    )
+    assert not wrong["measurable"] and wrong["reason"] == stats.WRONG_WAY
+    # One to four documents: no interval at all, so nothing is measurable.
+    few = stats.ratio(0.05, rng.normal(0.05, 0.005, 2000), 0.1, rng.normal(0.1, 0.005, 2000), n=3)
+    assert not few["measurable"] and few["denominator"]["lo"] is None
 
 
 def test_table_intervals_are_seeded_and_flag_unmeasurable_ratios():
@@ -113,9 +121,12 @@ def test_table_intervals_are_seeded_and_flag_unmeasurable_ratios():
 def test_accuracy_intervals_pair_questions_and_call_differences():
     right = [[f"q{i}", float(i % 3 != 0)] for i in range(90)]
     wrong = [[q, 1.0 - v] for q, v in right]
-    out = evidence.accuracy_table([right, wrong, right], stream="mc", resamples=500)
-    assert out[0]["accuracy"]["value"] == pytest.approx(60 / 90)
-    assert out[2]["gain_kept"]["measurable"]  # adapted (wrong) differs clearly from base
+    out = evidence.accuracy_table([wrong, right, right], stream="mc", resamples=500)
+    assert out[1]["accuracy"]["value"] == pytest.approx(60 / 90)
+    assert out[2]["gain_kept"]["measurable"]  # adapted (right) gained clearly over base
+    assert out[2]["gain_kept"]["interval"]["value"] == pytest.approx(1.0)
+    worse = evidence.accuracy_table([right, wrong, right], stream="mc", resamples=500)
+    assert worse[2]["gain_kept"]["reason"] == stats.WRONG_WAY  # adapted lost: no gain to keep
     low = stats.Interval(-0.02, -0.03, -0.01)
     high = stats.Interval(0.02, 0.01, 0.03)
     zero = stats.Interval(0.0, -0.01, 0.01)
