@@ -52,24 +52,64 @@ def pct(value) -> str:
     return f"{100 * value:.1f}%"
 
 
+def interval(
+    rec: dict | None, *, percent: bool = False, digits: int = 4, sign: bool = False
+) -> str:
+    """`value [lo, hi]` of an interval record (spear_mm.eval.stats.Interval.record)."""
+    if not rec or rec.get("value") is None:
+        return "n/a"
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    d = 1 if percent else digits
+    f = f"{{:{'+' if sign else ''}.{d}f}}"
+    text = f.format(scale * rec["value"]) + unit
+    if rec.get("lo") is None or rec.get("hi") is None:
+        return text + " [no interval]"
+    return text + " [" + f.format(scale * rec["lo"]) + ", " + f.format(scale * rec["hi"]) + "]"
+
+
+def ratio_text(entry: dict | None, *, digits: int = 4) -> str:
+    """A ratio record (stats.ratio): the percentage with its interval, or why it is not stated."""
+    if not entry:
+        return "n/a"
+    if entry.get("measurable"):
+        return interval(entry["interval"], percent=True)
+    den = interval(entry.get("denominator"), digits=digits, sign=True)
+    if entry.get("reason", "").startswith("the adapted model moved the other way"):
+        return f"undefined: the adapted model moved the other way ({den})"
+    return f"not measurable at this probe size (denominator {den})"
+
+
+RATIOS = ("gain_kept", "forgetting_recovered")
+
+
 def _cell(key: str, row: dict) -> str:
+    ci = (row.get("ci") or {}).get(key, "missing")
+    if key in RATIOS and ci != "missing":
+        return ratio_text(ci)
+    if key in ("general_retention", "general_mc", "finance_mc"):
+        return interval(ci, percent=True) if ci != "missing" else pct(row.get(key))
+    if ci != "missing" and ci is not None:
+        return interval(ci)
     value = row.get(key)
-    if key in (
-        "general_retention",
-        "gain_kept",
-        "forgetting_recovered",
-        "general_mc",
-        "finance_mc",
-    ):
-        return pct(value)
     return fmt(value, 4) if isinstance(value, float) else fmt(value)
+
+
+TABLE_NOTE = (
+    "Test-role documents only (none of them chose anything); every number is followed by its "
+    "95% paired bootstrap interval over documents (questions for MC). A ratio whose "
+    "denominator's interval contains 0 is not stated (docs/metrics.md)."
+)
+
+
+def _rho(r: dict) -> str:
+    return interval(r["interval"], digits=2) if r.get("interval") else fmt(r.get("rho"))
 
 
 def to_markdown(rep: Report) -> str:
     lines = [f"# {rep.title}", ""]
     lines += [f"- {s}" for s in rep.summary] + [""]
     lines += ["## Findings", ""] + [f"- {s}" for s in rep.findings] + [""]
-    lines += ["## Models on the same axes", ""]
+    lines += ["## Models on the same axes", "", TABLE_NOTE, ""]
     lines.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     for row in rep.rows:
@@ -80,10 +120,7 @@ def to_markdown(rep: Report) -> str:
     if rep.ranking_table:
         lines += ["## Analyzer: rank correlation with the per-layer ablation", ""]
         lines += ["| layer score | Spearman ρ vs ablation general harm | note |", "|---|---|---|"]
-        lines += [
-            f"| {r['signal']} | {fmt(r.get('rho'))} | {r.get('note', '')} |"
-            for r in rep.ranking_table
-        ]
+        lines += [f"| {r['signal']} | {_rho(r)} | {r.get('note', '')} |" for r in rep.ranking_table]
         lines.append("")
     lines += ["## Cost of each stage", "", "| stage | seconds | this run |", "|---|---|---|"]
     for c in rep.stage_costs:
@@ -118,7 +155,7 @@ def to_html(rep: Report, run_dir: Path) -> str:
     ]
     parts += [f"<li>{esc(s)}</li>" for s in rep.summary] + ["</ul><h2>Findings</h2><ul>"]
     parts += [f"<li>{esc(s)}</li>" for s in rep.findings] + ["</ul>"]
-    parts.append("<h2>Models on the same axes</h2><table><tr>")
+    parts.append(f"<h2>Models on the same axes</h2><p>{esc(TABLE_NOTE)}</p><table><tr>")
     parts += [f"<th>{esc(h)}</th>" for _, h in COLUMNS] + ["</tr>"]
     for row in rep.rows:
         parts.append(
@@ -131,7 +168,7 @@ def to_html(rep: Report, run_dir: Path) -> str:
         parts.append("<h2>Analyzer: rank correlation with the per-layer ablation</h2><table>")
         parts.append("<tr><th>layer score</th><th>Spearman ρ</th><th>note</th></tr>")
         parts += [
-            f"<tr><td>{esc(r['signal'])}</td><td>{fmt(r.get('rho'))}</td>"
+            f"<tr><td>{esc(r['signal'])}</td><td>{esc(_rho(r))}</td>"
             f"<td>{esc(r.get('note', ''))}</td></tr>"
             for r in rep.ranking_table
         ]
