@@ -65,6 +65,7 @@ def _measure_fn(cfg, tokenizer, trace: list | None = None):
             seq_len=cfg.probe.seq_len,
             batch_size=cfg.probe.batch_size,
             autocast_bf16=cfg.probe.autocast_bf16,
+            doc_max_tokens=cfg.probe.doc_max_tokens,
         )
         for name in cfg.probe.names
     ]

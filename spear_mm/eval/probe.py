@@ -135,11 +135,24 @@ def _rolling_windows(n: int, seq_len: int) -> list[tuple[int, int, int]]:
 
 
 def build_windows(
-    tokenizer, texts: Sequence[str], *, max_tokens: int = 16384, seq_len: int = 256
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_tokens: int = 16384,
+    seq_len: int = 256,
+    doc_max_tokens: int | None = None,
 ) -> Windows:
-    """Tokenize `texts` in order until `max_tokens` are scored and cut them into windows."""
+    """Tokenize `texts` in order until `max_tokens` are scored and cut them into windows.
+
+    `doc_max_tokens` caps the tokens scored per text (its head): the same budget then spreads
+    over more documents, which is what the bootstrap resamples (more, smaller units → an
+    interval that means something; docs/metrics.md). None = no cap.
+    """
     if max_tokens < 1 or seq_len < 1:
         raise UserError(f"probe max_tokens={max_tokens}, seq_len={seq_len}: both must be >= 1")
+    if doc_max_tokens is not None and doc_max_tokens < 1:
+        raise UserError(f"probe doc_max_tokens={doc_max_tokens}: must be >= 1 (or null)")
+    cap = doc_max_tokens or max_tokens
     prefix = _prefix_token(tokenizer)
     inputs, targets, n_score, row_doc = [], [], [], []
     doc_bytes, doc_tokens, doc_index = [], [], []
@@ -147,7 +160,7 @@ def build_windows(
     for index, text in enumerate(texts):
         if used >= max_tokens:
             break
-        ids, nb = _encode(tokenizer, text, max_tokens - used)
+        ids, nb = _encode(tokenizer, text, min(cap, max_tokens - used))
         if not ids:
             continue  # an empty text has nothing to score (lm-eval yields no window either)
         seq = [prefix, *ids]
@@ -343,6 +356,7 @@ class Probe:
     seq_len: int = 256
     batch_size: int = 8
     autocast_bf16: bool | None = None
+    doc_max_tokens: int | None = None
     ids: tuple[str, ...] = ()
     role: str | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
@@ -366,7 +380,11 @@ class Probe:
         hit = self._cache.get(id(tokenizer))
         if hit is None or hit[0] is not tokenizer:
             win = build_windows(
-                tokenizer, self.texts, max_tokens=self.max_tokens, seq_len=self.seq_len
+                tokenizer,
+                self.texts,
+                max_tokens=self.max_tokens,
+                seq_len=self.seq_len,
+                doc_max_tokens=self.doc_max_tokens,
             )
             hit = (tokenizer, win)  # keep the tokenizer alive so its id stays unique
             self._cache[id(tokenizer)] = hit
@@ -399,5 +417,6 @@ class Probe:
             "role": self.role,
             "max_tokens": self.max_tokens,
             "seq_len": self.seq_len,
+            "doc_max_tokens": self.doc_max_tokens,
             "n_texts": len(self.texts),
         }

@@ -86,6 +86,7 @@ def _probes(ccfg) -> dict[str, Probe]:
         "seq_len": ccfg.seq_len,
         "batch_size": ccfg.batch_size,
         "autocast_bf16": ccfg.autocast_bf16,
+        "doc_max_tokens": ccfg.doc_max_tokens,
     }
     return {n: Probe.named(n, role=ROLE, **settings) for n in ("general", "finance")}
 
@@ -152,7 +153,7 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
     return {"rows": len(rows), "text_role": ROLE}
 
 
-_SETTINGS = ("max_tokens", "seq_len", "role")
+_SETTINGS = ("max_tokens", "seq_len", "doc_max_tokens", "role")
 
 
 def _probe_meta(probes: dict[str, Probe], tokenizer) -> dict[str, dict]:

@@ -29,6 +29,7 @@ class CompareConfig:
     finance_tasks: list[str] = field(default_factory=lambda: ["finance_mc"])
     mc_limit: int = 100  # documents per task; 0 skips the accuracy columns
     autocast_bf16: bool | None = None  # probes in bf16 autocast (None: CUDA only), as sweep.probe
+    doc_max_tokens: int | None = None  # tokens per document at most (null: no cap), as sweep.probe
     resamples: int = 2000  # bootstrap resamples behind every 95% interval of the table
     seed: int = 0  # seed of the bootstrap draws (the same seed gives the same intervals)
 

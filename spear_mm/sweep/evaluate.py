@@ -37,6 +37,7 @@ def make_probes(settings, role: str = ROLE) -> dict[str, Probe]:
             seq_len=int(settings.seq_len),
             batch_size=int(settings.batch_size),
             autocast_bf16=settings.autocast_bf16,
+            doc_max_tokens=getattr(settings, "doc_max_tokens", None),
         )
         for name in PROBES
     }

@@ -245,3 +245,17 @@ def test_named_probe_reads_one_role():
         probe = P.Probe.named("finance", role=role, max_tokens=64)
         assert set(probe.ids) == set(roles.bundled_split("finance").ids(role))
         assert probe.settings()["role"] == role
+
+
+def test_doc_max_tokens_spreads_the_budget_over_more_documents(tiny_loaded):
+    model, tok = tiny_loaded
+    texts = ["alpha beta gamma " * 20, "delta epsilon " * 20, "zeta eta theta " * 20]
+    capped = P.Probe("c", texts=tuple(texts), max_tokens=90, seq_len=16, doc_max_tokens=30)
+    res = capped.score(model, tok)
+    assert res.docs.n_tokens == (30, 30, 30) and res.n_tokens == 90
+    plain = P.bits_per_byte(model, tok, texts, max_tokens=90, seq_len=16)
+    assert len(plain.docs.ids) == 1  # without the cap the first text takes the whole budget
+    head = P.bits_per_byte(model, tok, [texts[1]], max_tokens=30, seq_len=16)
+    assert res.docs.nll[1] == pytest.approx(head.nll_nats, rel=1e-6)
+    with pytest.raises(UserError, match="doc_max_tokens"):
+        P.build_windows(tok, texts, doc_max_tokens=0)
