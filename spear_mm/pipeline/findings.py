@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spear_mm.pipeline.report import Report, fmt, interval, pct, ratio_text
+from spear_mm.pipeline.report import Report, fmt, interval, pct, ratio_notes, ratio_text
 from spear_mm.runinfo import versions
 
 PAPER_RECOVERED = 0.71  # 69.7% → 91.2% retention = 71% of the forgetting recovered
@@ -42,8 +42,15 @@ def cpt_finding(base: dict, adapted: dict) -> str:
         b, a = base[f"{probe}_bpb"], adapted[f"{probe}_bpb"]
         den = (_ci(adapted, ratio_key) or {}).get("denominator")
         change = interval(den, sign=True) if den else f"{a - b:+.4f}"
-        measurable = (_ci(adapted, ratio_key) or {}).get("measurable", True)
-        tail = "" if measurable else f" — no {what} measurable at this probe size"
+        entry = _ci(adapted, ratio_key) or {}
+        tail = ""
+        if not entry.get("measurable", True):
+            wrong = entry.get("reason", "").startswith("the adapted model moved the other way")
+            tail = (
+                f" — no {what}: it moved the other way"
+                if wrong
+                else (f" — no {what} measurable at this probe size")
+            )
         parts.append(f"{probe} bits-per-byte {b:.4f} → {a:.4f} (change {change}){tail}")
     return "Plain CPT moved " + " and ".join(parts) + " (test-role text, 95% intervals)."
 
@@ -254,6 +261,7 @@ def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) 
         summary=summary,
         rows=rows,
         findings=findings,
+        table_notes=ratio_notes(adapted),
         ranking_table=table,
         stage_costs=costs,
         plots=plots,

@@ -34,6 +34,7 @@ class Report:
     ranking_table: list[dict] = field(default_factory=list)  # {signal, rho, note}
     stage_costs: list[dict] = field(default_factory=list)  # {stage, seconds, cached}
     plots: list[tuple[str, str]] = field(default_factory=list)  # (caption, file name in run dir)
+    table_notes: list[str] = field(default_factory=list)  # printed under the table
     versions: dict = field(default_factory=dict)
     config_yaml: str = ""
 
@@ -61,10 +62,14 @@ def interval(
     scale, unit = (100.0, "%") if percent else (1.0, "")
     d = 1 if percent else digits
     f = f"{{:{'+' if sign else ''}.{d}f}}"
-    text = f.format(scale * rec["value"]) + unit
+
+    def num(x: float) -> str:
+        return f.format(round(scale * x, d) + 0.0)  # + 0.0: no "-0.0"
+
+    text = num(rec["value"]) + unit
     if rec.get("lo") is None or rec.get("hi") is None:
         return text + " [no interval]"
-    return text + " [" + f.format(scale * rec["lo"]) + ", " + f.format(scale * rec["hi"]) + "]"
+    return f"{text} [{num(rec['lo'])}, {num(rec['hi'])}]"
 
 
 def ratio_text(entry: dict | None, *, digits: int = 4) -> str:
@@ -82,9 +87,26 @@ def ratio_text(entry: dict | None, *, digits: int = 4) -> str:
 RATIOS = ("gain_kept", "forgetting_recovered")
 
 
+def ratio_notes(adapted: dict | None) -> list[str]:
+    """Footnotes for the ratio columns: why a column is n.m. (not measurable) or undefined."""
+    notes = []
+    for key, what in (
+        ("gain_kept", "domain gain kept"),
+        ("forgetting_recovered", "forgetting recovered"),
+    ):
+        ci = ((adapted or {}).get("ci") or {}).get(key)
+        if ci and not ci.get("measurable"):
+            notes.append(
+                f"\\* {what}: {ratio_text(ci)} — the adapted − base difference it divides by."
+            )
+    return notes
+
+
 def _cell(key: str, row: dict) -> str:
     ci = (row.get("ci") or {}).get(key, "missing")
     if key in RATIOS and ci != "missing":
+        if ci and not ci.get("measurable"):
+            return "undefined*" if ci.get("reason", "").startswith("the adapted") else "n.m.*"
         return ratio_text(ci)
     if key in ("general_retention", "general_mc", "finance_mc"):
         return interval(ci, percent=True) if ci != "missing" else pct(row.get(key))
@@ -115,6 +137,7 @@ def to_markdown(rep: Report) -> str:
     for row in rep.rows:
         lines.append("| " + " | ".join(_cell(k, row) for k, _ in COLUMNS) + " |")
     lines.append("")
+    lines += [f"{n}" for n in rep.table_notes] + ([""] if rep.table_notes else [])
     for caption, name in rep.plots:
         lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
     if rep.ranking_table:
@@ -162,6 +185,7 @@ def to_html(rep: Report, run_dir: Path) -> str:
             "<tr>" + "".join(f"<td>{esc(_cell(k, row))}</td>" for k, _ in COLUMNS) + "</tr>"
         )
     parts.append("</table>")
+    parts += [f"<p>{esc(n)}</p>" for n in rep.table_notes]
     for caption, name in rep.plots:
         parts.append(f"<h3>{esc(caption)}</h3>{_img(run_dir, name)}")
     if rep.ranking_table:
