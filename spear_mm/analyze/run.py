@@ -52,23 +52,33 @@ def weight_analysis(base: CheckpointReader, adapted: CheckpointReader, cfg) -> d
     }
 
 
-def _measure_fn(cfg, tokenizer):
+def _measure_fn(cfg, tokenizer, trace: list | None = None):
+    """Scores {probe: bpb} of a live model; with `trace`, each call's per-document NLL is
+    appended to it (the ablation's documents, resampled for the ρ interval)."""
     from spear_mm.eval.probe import Probe
 
     probes = [
         Probe.named(
             name,
+            role="calibration",  # the ablation is what the score spec is fitted / checked on
             max_tokens=cfg.probe.max_tokens,
             seq_len=cfg.probe.seq_len,
             batch_size=cfg.probe.batch_size,
             autocast_bf16=cfg.probe.autocast_bf16,
+            doc_max_tokens=cfg.probe.doc_max_tokens,
         )
         for name in cfg.probe.names
     ]
 
     def measure(model) -> dict[str, float]:
-        return {p.name: p.score(model, tokenizer).bpb for p in probes}
+        results = {p.name: p.score(model, tokenizer) for p in probes}
+        if trace is not None:
+            trace.append({n: list(r.docs.nll) for n, r in results.items()})
+            trace_meta.update({p.name: p.documents(tokenizer) for p in probes})
+        return {n: r.bpb for n, r in results.items()}
 
+    trace_meta: dict = {}
+    measure.meta = trace_meta
     return measure
 
 
@@ -102,15 +112,22 @@ def ablation_analysis(base, adapted, weights: dict, score: list[float], cfg) -> 
     n = weights["summary"]["num_layers"]
     model, tok = load_model(adapted.folder, dtype=cfg.dtype)
     model.to(resolve_device(cfg.device))
+    trace: list = []
+    measure = _measure_fn(cfg, tok, trace)
     abl = Ablation(
         model,
         LayerRestorer(model, base, adapted),
-        _measure_fn(cfg, tok),
+        measure,
         n,
         use_cache=cfg.ablation_cache,
         log=_log,
     )
     result = abl.run()
+    # Per-document NLL of adapted, base and every single-layer restore (calls in that order).
+    result["per_doc"] = {
+        "adapted": trace[0], "base": trace[1], "per_layer": trace[2 : 2 + n],
+        "probes": measure.meta,
+    }  # fmt: skip
     truth = ranking(result["harm"][general_probe(cfg.probe.names)])
     depth = list(range(n))
     picks = {"score": ranking(score), "ablation": truth, "depth": depth}

@@ -23,6 +23,9 @@ class ProbeSettings:
     seq_len: int = 256
     batch_size: int = 8
     autocast_bf16: bool | None = None
+    # Tokens scored per document at most (its head; null = no cap): spreads the budget over
+    # more documents, the units the 95% intervals resample (docs/metrics.md).
+    doc_max_tokens: int | None = None
 
 
 @dataclass

@@ -150,8 +150,26 @@ def _entries(raw: dict, requested: Iterable[str]) -> dict[str, dict]:
             or {"effective": results.get(task, {}).get("sample_len")},
             "version": raw.get("versions", {}).get(task),
             "subtasks": {sub: _metrics(results.get(sub, {})) for sub in subtasks.get(task, [])},
+            "per_doc": _per_doc(raw.get("samples", {}).get(task), name),
         }
     return out
+
+
+def _per_doc(samples, primary: str | None) -> list[list] | None:
+    """[[document id, primary metric value], ...] of one task (e.g. MC correctness 0/1), in
+    lm-eval's document order: what an interval over questions is bootstrapped from. None when
+    lm-eval logged no samples (groups) or the primary metric is not per document (bpb)."""
+    if not samples or primary is None:
+        return None
+    key = primary.removesuffix(",none")
+    rows = []
+    for sample in samples:
+        value = sample.get(key)
+        if not isinstance(value, int | float):
+            return None  # corpus-level metrics (bits_per_byte) log tuples, not a per-doc value
+        doc = sample.get("doc") if isinstance(sample.get("doc"), dict) else {}
+        rows.append([str(doc.get("id", sample.get("doc_id"))), float(value)])
+    return rows
 
 
 def _load(model_or_path, tokenizer):
@@ -211,7 +229,14 @@ def evaluate(
 
     tok_fp = tokenizer_fingerprint(tok) if tok is not None else "in-folder"
     keys = {
-        t: cache_key(task=t, digest=suites.task_digest(t, data_files), tokenizer=tok_fp, **settings)
+        # records=...: entries cached before per-question records existed are not reused.
+        t: cache_key(
+            task=t,
+            digest=suites.task_digest(t, data_files),
+            tokenizer=tok_fp,
+            records="per_doc-v1",
+            **settings,
+        )  # fmt: skip
         for t in task_list
     }
     done, todo = _lookup(cache, fingerprint, keys, use_cache, progress)
@@ -302,7 +327,14 @@ def _run_lm_eval(
             f"task '{unknown[0]}' is not an lm-eval task, group or bundled suite; "
             "see `lm-eval ls tasks` or the suites in `spear-mm eval --help`"
         )
-    lm = HFLM(pretrained=module, tokenizer=tok, batch_size=bs, max_length=max_len, device=device)
+    from spear_mm.train.specials import document_start
+
+    # Texts start after the token training documents start after (not the tokenizer's BOS,
+    # which is a chat marker on Instruct models): the probe and lm-eval agree (docs/eval.md).
+    lm = HFLM(
+        pretrained=module, tokenizer=tok, batch_size=bs, max_length=max_len, device=device,
+        prefix_token_id=document_start(tok),
+    )  # fmt: skip
     # lm-eval keys its request cache on the request text only: keep one database per
     # model fingerprint, context length and dtype so no stale likelihood is ever reused.
     dtype = str(next(module.parameters()).dtype).removeprefix("torch.")
@@ -315,7 +347,7 @@ def _run_lm_eval(
         limit=limit,
         task_manager=manager,
         use_cache=str(requests_db),
-        log_samples=False,
+        log_samples=True,  # per-question records (intervals over questions, see _per_doc)
         verbosity="WARNING",
         random_seed=seed,
         numpy_random_seed=seed,

@@ -36,13 +36,41 @@ _CORPUS_OF = {"general": "general_heldout", "finance": "finance_heldout"}
 
 
 @dataclass(frozen=True)
+class DocScores:
+    """Per-document records of one probe run, in text order: what any statistic (a bootstrap
+    interval, a ratio, a difference between models) is recomputed from without rescoring."""
+
+    ids: tuple[str, ...]
+    nll: tuple[float, ...]  # nats, summed over the document's scored tokens
+    n_bytes: tuple[int, ...]  # UTF-8 bytes those tokens cover
+    n_tokens: tuple[int, ...]
+
+    def record(self) -> dict:
+        return {
+            "ids": list(self.ids),
+            "nll": list(self.nll),
+            "bytes": list(self.n_bytes),
+            "tokens": list(self.n_tokens),
+        }
+
+
+@dataclass(frozen=True)
 class ProbeResult:
-    """bits-per-byte and the totals it came from (NLL in nats over `n_tokens` scored tokens)."""
+    """bits-per-byte and the totals it came from (NLL in nats over `n_tokens` scored tokens),
+    with the per-document records (`docs`) they are the sums of."""
 
     bpb: float
     nll_nats: float
     n_bytes: int
     n_tokens: int
+    docs: DocScores | None = None
+
+    def record(self) -> dict:
+        out = {"bpb": self.bpb, "nll_nats": self.nll_nats, "n_bytes": self.n_bytes}
+        out["n_tokens"] = self.n_tokens
+        if self.docs is not None:
+            out["docs"] = self.docs.record()
+        return out
 
 
 @dataclass(frozen=True)
@@ -54,17 +82,17 @@ class Windows:
     n_score: tuple[int, ...]  # score only the last n_score targets of each row
     n_bytes: int
     n_tokens: int
+    row_doc: tuple[int, ...] = ()  # index of the text each row belongs to
+    doc_bytes: tuple[int, ...] = ()  # per scored text (texts with no token are left out)
+    doc_tokens: tuple[int, ...] = ()
+    doc_index: tuple[int, ...] = ()  # position in `texts` of each scored text
 
 
 def _prefix_token(tokenizer) -> int:
-    for attr in ("bos_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    raise UserError(
-        "tokenizer has neither a BOS nor an EOS token; the probe needs one to predict the first "
-        "token of each text — set tokenizer.bos_token"
-    )
+    """The token a document follows in training (spear_mm.train.specials.document_start)."""
+    from spear_mm.train.specials import document_start
+
+    return document_start(tokenizer)
 
 
 def _tokenize(tokenizer, text: str) -> tuple[list[int], list | None]:
@@ -107,18 +135,32 @@ def _rolling_windows(n: int, seq_len: int) -> list[tuple[int, int, int]]:
 
 
 def build_windows(
-    tokenizer, texts: Sequence[str], *, max_tokens: int = 16384, seq_len: int = 256
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_tokens: int = 16384,
+    seq_len: int = 256,
+    doc_max_tokens: int | None = None,
 ) -> Windows:
-    """Tokenize `texts` in order until `max_tokens` are scored and cut them into windows."""
+    """Tokenize `texts` in order until `max_tokens` are scored and cut them into windows.
+
+    `doc_max_tokens` caps the tokens scored per text (its head): the same budget then spreads
+    over more documents, which is what the bootstrap resamples (more, smaller units → an
+    interval that means something; docs/metrics.md). None = no cap.
+    """
     if max_tokens < 1 or seq_len < 1:
         raise UserError(f"probe max_tokens={max_tokens}, seq_len={seq_len}: both must be >= 1")
+    if doc_max_tokens is not None and doc_max_tokens < 1:
+        raise UserError(f"probe doc_max_tokens={doc_max_tokens}: must be >= 1 (or null)")
+    cap = doc_max_tokens or max_tokens
     prefix = _prefix_token(tokenizer)
-    inputs, targets, n_score = [], [], []
-    used = n_bytes = 0
-    for text in texts:
+    inputs, targets, n_score, row_doc = [], [], [], []
+    doc_bytes, doc_tokens, doc_index = [], [], []
+    used = 0
+    for index, text in enumerate(texts):
         if used >= max_tokens:
             break
-        ids, nb = _encode(tokenizer, text, max_tokens - used)
+        ids, nb = _encode(tokenizer, text, min(cap, max_tokens - used))
         if not ids:
             continue  # an empty text has nothing to score (lm-eval yields no window either)
         seq = [prefix, *ids]
@@ -126,11 +168,17 @@ def build_windows(
             inputs.append(tuple(seq[start:end]))
             targets.append(tuple(seq[start + 1 : end + 1]))
             n_score.append(k)
+            row_doc.append(len(doc_index))
         used += len(ids)
-        n_bytes += nb
+        doc_bytes.append(nb)
+        doc_tokens.append(len(ids))
+        doc_index.append(index)
     if used == 0:
         raise UserError("probe texts contain no tokens; give at least one non-empty text")
-    return Windows(tuple(inputs), tuple(targets), tuple(n_score), n_bytes, used)
+    return Windows(
+        tuple(inputs), tuple(targets), tuple(n_score), sum(doc_bytes), used,
+        tuple(row_doc), tuple(doc_bytes), tuple(doc_tokens), tuple(doc_index),
+    )  # fmt: skip
 
 
 def _use_autocast(model: torch.nn.Module, device: torch.device, requested: bool | None) -> bool:
@@ -148,12 +196,14 @@ def score_windows(
     *,
     batch_size: int = 8,
     autocast_bf16: bool | None = None,
+    ids: Sequence[str] | None = None,
 ) -> ProbeResult:
     """Sum the NLL of the scored tokens of `windows` under `model` (eval mode, no grad).
 
     Rows are batched longest first (stable sort, so the order is fixed) and right-padded; with a
     causal model the padding never reaches a real position, so no attention mask is needed.
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. `ids` names the texts the windows were
+    built from (default: their positions) in the per-document records.
     """
     if batch_size < 1:
         raise UserError(f"probe batch_size={batch_size}: must be >= 1")
@@ -173,7 +223,22 @@ def score_windows(
         model.train(was_training)
     nll = math.fsum(per_row)
     bpb = nll / (math.log(2) * windows.n_bytes) if windows.n_bytes else math.nan
-    return ProbeResult(bpb=bpb, nll_nats=nll, n_bytes=windows.n_bytes, n_tokens=windows.n_tokens)
+    return ProbeResult(
+        bpb, nll, windows.n_bytes, windows.n_tokens, _doc_scores(windows, per_row, ids)
+    )
+
+
+def _doc_scores(windows: Windows, per_row: list[float], ids) -> DocScores:
+    sums: list[list[float]] = [[] for _ in windows.doc_bytes]
+    for row, nll in zip(windows.row_doc, per_row, strict=True):
+        sums[row].append(nll)
+    names = [str(ids[i]) if ids is not None else str(i) for i in windows.doc_index]
+    return DocScores(
+        tuple(names),
+        tuple(math.fsum(s) for s in sums),
+        windows.doc_bytes,
+        windows.doc_tokens,
+    )
 
 
 @torch.no_grad()
@@ -221,47 +286,68 @@ def bits_per_byte(
     return score_windows(model, windows, batch_size=batch_size, autocast_bf16=autocast_bf16)
 
 
-def _text_and_source(record) -> tuple[str, str]:
+def _fields(record) -> tuple[str, str, str | None]:
     if isinstance(record, str):
-        return record, ""
+        return record, "", None
     if isinstance(record, dict):
-        return record["text"], str(record.get("source", ""))
-    return record.text, str(getattr(record, "source", ""))
+        rid = record.get("id")
+        return record["text"], str(record.get("source", "")), None if rid is None else str(rid)
+    rid = getattr(record, "id", None)
+    return record.text, str(getattr(record, "source", "")), None if rid is None else str(rid)
 
 
-def interleave_by_source(records: Sequence) -> list[str]:
-    """Texts of `records` taken round-robin over their `source` (first-appearance order).
+def interleave_records(records: Sequence) -> list:
+    """`records` taken round-robin over their `source` (first-appearance order).
 
     A token-budgeted probe reads texts in order; interleaving makes a small budget cover every
     source (e.g. WordNet glosses *and* Austen) instead of the first one only. Plain strings have
     no source and keep their order.
     """
-    queues: dict[str, list[str]] = {}
+    queues: dict[str, list] = {}
     for rec in records:
-        text, source = _text_and_source(rec)
-        queues.setdefault(source, []).append(text)
-    out: list[str] = []
+        queues.setdefault(_fields(rec)[1], []).append(rec)
+    out: list = []
     lists = list(queues.values())
     for i in range(max((len(q) for q in lists), default=0)):
         out.extend(q[i] for q in lists if i < len(q))
     return out
 
 
-def probe_texts(name: str) -> list[str]:
-    """The fixed held-out text set of probe `name` (`general` or `finance`), source-interleaved."""
+def interleave_by_source(records: Sequence) -> list[str]:
+    """Texts of `interleave_records(records)`."""
+    return [_fields(r)[0] for r in interleave_records(records)]
+
+
+def probe_records(name: str, role: str | None = None) -> list[dict]:
+    """The held-out records of probe `name` (`general` or `finance`), source-interleaved.
+
+    `role` (calibration | selection | test, see spear_mm.io.roles) keeps that role's documents;
+    None keeps every held-out document, including those the role split excludes.
+    """
     if name not in _CORPUS_OF:
         raise UserError(f"probe '{name}' is unknown; choose one of {', '.join(PROBE_NAMES)}")
+    from spear_mm.io import roles
     from spear_mm.io.corpora import load_records
 
-    return interleave_by_source(load_records(_CORPUS_OF[name]))
+    records = load_records(_CORPUS_OF[name])
+    if role is not None:
+        records = roles.role_records(records, roles.bundled_split(name), role)
+    return interleave_records(records)
+
+
+def probe_texts(name: str, role: str | None = None) -> list[str]:
+    """Texts of `probe_records(name, role)`."""
+    return [r["text"] for r in probe_records(name, role)]
 
 
 @dataclass(frozen=True)
 class Probe:
     """A named probe: its texts and settings, with the tokenized windows cached per tokenizer.
 
-    Build with `Probe.named("general", max_tokens=8192)` or `Probe("mine", texts=(...))`. Scoring
-    the same probe many times (ablations, sweeps) tokenizes once per tokenizer object.
+    Build with `Probe.named("general", role="test", max_tokens=8192)` or
+    `Probe("mine", texts=(...), ids=(...))`. Scoring the same probe many times (ablations,
+    sweeps) tokenizes once per tokenizer object. `ids` name the texts in the per-document
+    records (default: their positions); `role` is recorded with them.
     """
 
     name: str
@@ -270,17 +356,35 @@ class Probe:
     seq_len: int = 256
     batch_size: int = 8
     autocast_bf16: bool | None = None
+    doc_max_tokens: int | None = None
+    ids: tuple[str, ...] = ()
+    role: str | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @classmethod
-    def named(cls, name: str, **settings) -> Probe:
-        return cls(name=name, texts=tuple(probe_texts(name)), **settings)
+    def named(cls, name: str, role: str | None = None, **settings) -> Probe:
+        records = probe_records(name, role)
+        texts = tuple(r["text"] for r in records)
+        return cls(
+            name=name, texts=texts, ids=tuple(r["id"] for r in records), role=role, **settings
+        )
+
+    @classmethod
+    def from_records(cls, name: str, records: Sequence, role: str | None = None, **settings):
+        """A probe over records (dicts with `text`, optional `id`, `source`), source-interleaved."""
+        rows = [_fields(r) for r in interleave_records(records)]
+        ids = tuple(rid if rid is not None else str(i) for i, (_, _, rid) in enumerate(rows))
+        return cls(name=name, texts=tuple(t for t, _, _ in rows), ids=ids, role=role, **settings)
 
     def windows(self, tokenizer) -> Windows:
         hit = self._cache.get(id(tokenizer))
         if hit is None or hit[0] is not tokenizer:
             win = build_windows(
-                tokenizer, self.texts, max_tokens=self.max_tokens, seq_len=self.seq_len
+                tokenizer,
+                self.texts,
+                max_tokens=self.max_tokens,
+                seq_len=self.seq_len,
+                doc_max_tokens=self.doc_max_tokens,
             )
             hit = (tokenizer, win)  # keep the tokenizer alive so its id stays unique
             self._cache[id(tokenizer)] = hit
@@ -292,4 +396,27 @@ class Probe:
             self.windows(tokenizer),
             batch_size=self.batch_size,
             autocast_bf16=self.autocast_bf16,
+            ids=self.ids or None,
         )
+
+    def documents(self, tokenizer) -> dict:
+        """Settings plus the ids / bytes / tokens of the documents this probe scores (the budget
+        may stop inside the last one): what its per-document NLL records are bootstrapped with."""
+        win = self.windows(tokenizer)
+        return {
+            **self.settings(),
+            "ids": [self.ids[i] if self.ids else str(i) for i in win.doc_index],
+            "bytes": list(win.doc_bytes),
+            "tokens": list(win.doc_tokens),
+        }
+
+    def settings(self) -> dict:
+        """What defines this probe's numbers, for the records written beside them."""
+        return {
+            "name": self.name,
+            "role": self.role,
+            "max_tokens": self.max_tokens,
+            "seq_len": self.seq_len,
+            "doc_max_tokens": self.doc_max_tokens,
+            "n_texts": len(self.texts),
+        }

@@ -82,10 +82,11 @@ def _read_template(task: str) -> str:
 
 
 def ppl_documents(task: str) -> list[str]:
-    """The documents a bits-per-byte task scores, in order (the probe's texts)."""
+    """The documents a bits-per-byte task scores, in order: the probe's **test-role** texts
+    (spear_mm.io.roles) — what a stated number may be measured on."""
     from spear_mm.eval.probe import probe_texts
 
-    return probe_texts(PPL_TASKS[task])
+    return probe_texts(PPL_TASKS[task], role="test")
 
 
 def _jsonl(texts: list[str]) -> str:

@@ -1,7 +1,11 @@
 """The report's table: base, plain CPT, the three policies, the selected recipe and the uniform
 baseline, all scored in one process with the same probes (and MC suites), merged in memory.
 
-Writes `compare.json` (rows with raw scores and the derived metrics) into the stage folder.
+Everything here reads **test-role** text (spear_mm.io.roles): the documents no stage chose
+anything on. Writes `compare.json` into the stage folder: rows with raw scores, derived metrics,
+per-document NLL (`docs`) and per-question MC records (`mc_records`), the paired 95% bootstrap
+intervals of every number (`ci`) and of each row's difference from the uniform baseline
+(`vs_uniform`), and the document ids of every role (`roles`).
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ import json
 import time
 from pathlib import Path
 
-from spear_mm.eval import metrics
+from spear_mm.eval import evidence, metrics
 from spear_mm.eval.probe import Probe
 from spear_mm.merge.inmemory import InMemoryMerger
 from spear_mm.merge.recipe import load_recipe
 
 POLICIES = ("conservative", "balanced", "aggressive")
+ROLE = "test"  # compare states numbers: it reads the documents nothing was chosen on
 
 
 def _models(run_dir: Path) -> list[tuple[str, Path | None]]:
@@ -48,10 +53,11 @@ def _recipe_body(recipe: Path | None) -> str | None:
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
-def _accuracy(model, tokenizer, tasks: list[str], limit: int) -> float | None:
-    """Mean primary score over `tasks` (suites expanded) with lm-eval; None when skipped."""
+def _accuracy(model, tokenizer, tasks: list[str], limit: int) -> tuple[float | None, list | None]:
+    """(mean primary score over `tasks` (suites expanded), per-question records) with lm-eval;
+    (None, None) when skipped. Records are [task:id, value] so tasks never mix question ids."""
     if not tasks or limit <= 0:
-        return None
+        return None, None
     from spear_mm.eval.harness import evaluate
 
     # MC prompts are short: a 1024-token context lets lm-eval batch them on the CPU.
@@ -64,8 +70,48 @@ def _accuracy(model, tokenizer, tasks: list[str], limit: int) -> float | None:
         use_cache=False,
         max_length=1024,
     )
-    scores = [e["score"] for e in res["tasks"].values() if e.get("score") is not None]
-    return sum(scores) / len(scores) if scores else None
+    entries = [e for e in res["tasks"].values() if e.get("score") is not None]
+    scores = [e["score"] for e in entries]
+    records = [[f"{e['task']}:{q}", v] for e in entries for q, v in (e.get("per_doc") or [])]
+    # A mean of task means equals the mean over questions only with one task (or equal sizes):
+    # with records, state the accuracy over the questions themselves (what the interval is of).
+    if records:
+        return sum(v for _, v in records) / len(records), records
+    return (sum(scores) / len(scores) if scores else None), None
+
+
+def _probes(ccfg) -> dict[str, Probe]:
+    settings = {
+        "max_tokens": ccfg.probe_tokens,
+        "seq_len": ccfg.seq_len,
+        "batch_size": ccfg.batch_size,
+        "autocast_bf16": ccfg.autocast_bf16,
+        "doc_max_tokens": ccfg.doc_max_tokens,
+    }
+    return {n: Probe.named(n, role=ROLE, **settings) for n in ("general", "finance")}
+
+
+def _score_row(merger, tokenizer, probes, ccfg, label, recipe, layers) -> dict:
+    if label == "base":
+        merger.apply_layer_t([0.0] * layers, other_t=0.0)
+    elif recipe is None:
+        merger.reset()
+    else:
+        merger.apply(load_recipe(recipe))
+    row = {"model": label, "recipe": str(recipe) if recipe else None, "docs": {}}
+    for name, probe in probes.items():
+        res = probe.score(merger.model, tokenizer)
+        row[f"{name}_bpb"] = res.bpb
+        row["docs"][name] = list(res.docs.nll)
+    limit, mc = int(ccfg.mc_limit), {}
+    row["general_mc"], mc["general_mc"] = _accuracy(
+        merger.model, tokenizer, list(ccfg.general_tasks), limit
+    )
+    row["finance_mc"], mc["finance_mc"] = _accuracy(
+        merger.model, tokenizer, list(ccfg.finance_tasks), limit
+    )
+    row["mc_records"] = mc
+    return row
 
 
 def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path) -> dict:
@@ -73,13 +119,7 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(adapted)
-    settings = {
-        "max_tokens": ccfg.probe_tokens,
-        "seq_len": ccfg.seq_len,
-        "batch_size": ccfg.batch_size,
-    }
-    probes = {n: Probe.named(n, **settings) for n in ("general", "finance")}
-    layers = merger.num_layers
+    probes = _probes(ccfg)
     rows = []
     done: dict[str, dict] = {}  # recipe text → its row: the same recipe is scored once
     for label, recipe in _models(run_dir):
@@ -88,30 +128,75 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
         if text is not None and text in done:
             rows.append({**done[text], "model": label, "recipe": str(recipe), "seconds": 0.0})
             continue
-        if label == "base":
-            merger.apply_layer_t([0.0] * layers, other_t=0.0)
-        elif recipe is None:
-            merger.reset()
-        else:
-            merger.apply(load_recipe(recipe))
-        row = {"model": label, "recipe": str(recipe) if recipe else None}
-        for name, probe in probes.items():
-            row[f"{name}_bpb"] = probe.score(merger.model, tokenizer).bpb
-        limit = int(ccfg.mc_limit)
-        row["general_mc"] = _accuracy(merger.model, tokenizer, list(ccfg.general_tasks), limit)
-        row["finance_mc"] = _accuracy(merger.model, tokenizer, list(ccfg.finance_tasks), limit)
+        row = _score_row(merger, tokenizer, probes, ccfg, label, recipe, merger.num_layers)
         row["seconds"] = round(time.perf_counter() - t0, 2)
         if text is not None:
             done[text] = row
         print(
             f"spear-mm run: [compare] {label}: general bpb {row['general_bpb']:.4f}, "
-            f"finance bpb {row['finance_bpb']:.4f}",
+            f"finance bpb {row['finance_bpb']:.4f} (test-role text)",
             flush=True,
         )
         rows.append(row)
     _derive(rows)
-    (folder / "compare.json").write_text(json.dumps({"rows": rows, "probe": settings}, indent=2))
-    return {"rows": rows}
+    meta = _probe_meta(probes, tokenizer)
+    _intervals(rows, meta, int(ccfg.resamples), int(ccfg.seed))
+    doc = {
+        "text_role": ROLE,
+        "rows": rows,
+        "probe": {k: v for k, v in next(iter(meta.values())).items() if k in _SETTINGS},
+        "probes": meta,
+        "roles": _role_records(),
+        "bootstrap": {"resamples": int(ccfg.resamples), "seed": int(ccfg.seed), "level": 0.95},
+    }
+    (folder / "compare.json").write_text(json.dumps(_clean(doc), indent=1))
+    return {"rows": len(rows), "text_role": ROLE}
+
+
+_SETTINGS = ("max_tokens", "seq_len", "doc_max_tokens", "role")
+
+
+def _probe_meta(probes: dict[str, Probe], tokenizer) -> dict[str, dict]:
+    """Each probe's settings and the ids / bytes / tokens of the documents it scored."""
+    return {name: probe.documents(tokenizer) for name, probe in probes.items()}
+
+
+def _role_records() -> dict:
+    from spear_mm.io import roles
+
+    return {name: roles.bundled_split(name).record() for name in roles.BUNDLED}
+
+
+def _intervals(rows: list[dict], meta: dict, resamples: int, seed: int) -> None:
+    """Paired bootstrap intervals of every row's numbers, and of its difference from uniform."""
+    g = ([r["docs"]["general"] for r in rows], meta["general"]["bytes"])
+    f = ([r["docs"]["finance"] for r in rows], meta["finance"]["bytes"])
+    kw = {"resamples": resamples, "seed": seed}
+    for row, ci in zip(rows, evidence.bpb_table(g, f, **kw), strict=True):
+        row["ci"] = ci
+    for key, kind in (("general_mc", "recovered"), ("finance_mc", "gain_kept")):
+        recs = [r["mc_records"].get(key) for r in rows]
+        table = evidence.accuracy_table(recs, stream=key, kind=kind, **kw)
+        for row, entry in zip(rows, table, strict=True):
+            row["ci"][key] = entry["accuracy"] if entry else None
+            row["ci"][f"{key}_{kind}"] = entry[kind] if entry else None
+    uni = next((i for i, r in enumerate(rows) if r["model"].startswith("uniform")), None)
+    if uni is not None:
+        for row, d in zip(rows, evidence.bpb_differences(g, f, uni, **kw), strict=True):
+            row["vs_uniform"] = d
+
+
+def _clean(obj):
+    """NaN / inf → None (JSON has no NaN)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
 
 
 def _derive(rows: list[dict]) -> None:

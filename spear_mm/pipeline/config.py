@@ -28,10 +28,16 @@ class CompareConfig:
     general_tasks: list[str] = field(default_factory=lambda: ["general_mc"])
     finance_tasks: list[str] = field(default_factory=lambda: ["finance_mc"])
     mc_limit: int = 100  # documents per task; 0 skips the accuracy columns
+    autocast_bf16: bool | None = None  # probes in bf16 autocast (None: CUDA only), as sweep.probe
+    doc_max_tokens: int | None = None  # tokens per document at most (null: no cap), as sweep.probe
+    resamples: int = 2000  # bootstrap resamples behind every 95% interval of the table
+    seed: int = 0  # seed of the bootstrap draws (the same seed gives the same intervals)
 
     def __post_init__(self) -> None:
         if self.probe_tokens < 64:
             raise UserError(f"compare.probe_tokens={self.probe_tokens}: must be >= 64")
+        if self.resamples < 100:
+            raise UserError(f"compare.resamples={self.resamples}: use >= 100 (default 2000)")
         if self.mc_limit < 0:
             raise UserError(f"compare.mc_limit={self.mc_limit}: must be >= 0 (0 = no MC)")
 
@@ -52,6 +58,9 @@ class RunConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     out: str = "runs/demo"
     seed: int = 0
+    # Several CPT seeds: one study per seed in out/seed_<s>, then out/seeds_summary.{json,md}
+    # (spear_mm.pipeline.seeds); empty = one study with `seed`.
+    seeds: list[int] = field(default_factory=list)
     title: str = "SPEAR-MM study"
 
     def __post_init__(self) -> None:
@@ -63,6 +72,10 @@ class RunConfig:
                         f"{section}.{key} in run config: the pipeline sets it from the earlier "
                         f"stages; remove {section}.{key}=..."
                     )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError(
+                f"seeds={list(self.seeds)} in run config: a seed repeats; list each once"
+            )
         if not str(self.out).strip():
             raise UserError("out in run config: is empty; set out=runs/my-study")
 

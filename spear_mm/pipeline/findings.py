@@ -11,29 +11,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spear_mm.pipeline.report import Report, fmt, pct
+from spear_mm.pipeline.report import Report, fmt, interval, pct, ratio_notes, ratio_text
 from spear_mm.runinfo import versions
 
 PAPER_RECOVERED = 0.71  # 69.7% → 91.2% retention = 71% of the forgetting recovered
 PAPER_GAIN_KEPT = 0.94
-
-
-# ρ differences below this are inside the probe noise measured here (docs/analyzer.md).
-RHO_MARGIN = 0.05
-# An ablation with fewer probe tokens than this is noisy: at 2048 tokens its general-harm ranking
-# agreed with an 8192-token ablation of the same pair only at ρ 0.69 (docs/benchmarks.md, Analyze).
-PRECISE_PROBE_TOKENS = 8192
-SMALL_PROBE_RHO = 0.69
-
-
-def _versus_depth(rho: float | None, depth: float | None) -> str:
-    if rho is None or depth is None:
-        return "cannot be compared with depth"
-    if rho > depth + RHO_MARGIN:
-        return "beats depth"
-    if rho >= depth - RHO_MARGIN:
-        return f"ties with depth (within {RHO_MARGIN} of it: no evidence either way)"
-    return "does not beat depth"
+# The paper's two numbers are benchmark accuracies (GSM8K / ARC, finance tasks): only
+# accuracy-type columns are compared with them (docs/metrics.md).
 
 
 def _read(path: Path) -> dict:
@@ -44,37 +28,78 @@ def _row(rows: list[dict], prefix: str) -> dict | None:
     return next((r for r in rows if r["model"].startswith(prefix)), None)
 
 
+def _ci(row: dict, key: str) -> dict | None:
+    return (row.get("ci") or {}).get(key)
+
+
 def cpt_finding(base: dict, adapted: dict) -> str:
-    g0, g1, f0, f1 = (
-        base["general_bpb"],
-        adapted["general_bpb"],
-        base["finance_bpb"],
-        adapted["finance_bpb"],
-    )
-    fin = "lowered" if f1 < f0 else "did not lower"
-    gen = "raised" if g1 > g0 else "did not raise"
-    text = (
-        f"Plain CPT {fin} finance bits-per-byte ({f0:.4f} → {f1:.4f}, {100 * (f1 - f0) / f0:+.1f}%) "
-        f"and {gen} general bits-per-byte ({g0:.4f} → {g1:.4f}, {100 * (g1 - g0) / g0:+.1f}%)"
-    )
-    if g1 <= g0:
-        text += ": there is no forgetting on this probe to recover, so forgetting recovered is undefined"
-    return text + "."
+    """What plain CPT did to each probe, with the paired interval of the change (test text)."""
+    parts = []
+    for probe, ratio_key, what in (
+        ("finance", "gain_kept", "domain gain"),
+        ("general", "forgetting_recovered", "forgetting"),
+    ):
+        b, a = base[f"{probe}_bpb"], adapted[f"{probe}_bpb"]
+        den = (_ci(adapted, ratio_key) or {}).get("denominator")
+        change = interval(den, sign=True) if den else f"{a - b:+.4f}"
+        entry = _ci(adapted, ratio_key) or {}
+        tail = ""
+        if not entry.get("measurable", True):
+            wrong = entry.get("reason", "").startswith("the adapted model moved the other way")
+            tail = (
+                f" — no {what}: it moved the other way"
+                if wrong
+                else (f" — no {what} measurable at this probe size")
+            )
+        parts.append(f"{probe} bits-per-byte {b:.4f} → {a:.4f} (change {change}){tail}")
+    return "Plain CPT moved " + " and ".join(parts) + " (test-role text, 95% intervals)."
 
 
 def selected_finding(sel: dict | None, target: str) -> str:
     if sel is None:
         return f"The solver found no recipe that meets the target ({target})."
-    rec, gain = sel.get("forgetting_recovered"), sel.get("gain_kept")
-    meets = (
-        rec is not None and gain is not None and rec >= PAPER_RECOVERED and gain >= PAPER_GAIN_KEPT
-    )
-    verdict = "meets" if meets else "does not meet"
     return (
-        f"The selected recipe ({sel['model']}, target {target}) recovers {pct(rec)} of the general "
-        f"forgetting and keeps {pct(gain)} of the domain gain; it {verdict} the paper's scale-free "
-        f"headline (≥ {pct(PAPER_RECOVERED)} recovered with ≥ {pct(PAPER_GAIN_KEPT)} of the gain kept)."
+        f"The selected recipe ({sel['model']}; chosen on selection-role text for target "
+        f"{target}) on test-role text: forgetting recovered "
+        f"{ratio_text(_ci(sel, 'forgetting_recovered'))}, domain gain kept "
+        f"{ratio_text(_ci(sel, 'gain_kept'))} (bits-per-byte ratios)."
     )
+
+
+def paper_finding(sel: dict | None) -> str:
+    """Compare with the paper's 71% / 94% only on accuracy-type columns (MC accuracy)."""
+    text = (
+        f"The paper's headline ({pct(PAPER_RECOVERED)} of the forgetting recovered with "
+        f"{pct(PAPER_GAIN_KEPT)} of the domain gain kept) is measured on benchmark accuracies; "
+        "the bits-per-byte ratios above are a different metric and are not compared with it."
+    )
+    if sel is None:
+        return text
+    rec, gain = _ci(sel, "general_mc_recovered"), _ci(sel, "finance_mc_gain_kept")
+    if not rec or not gain:
+        return text + " No MC accuracy columns were scored (compare.mc_limit=0)."
+    text += (
+        f" On MC accuracy (test role) the selected recipe's forgetting recovered is "
+        f"{ratio_text(rec)} and its finance gain kept {ratio_text(gain)}"
+    )
+    if not (rec.get("measurable") and gain.get("measurable")):
+        return text + ": the paper's headline cannot be checked at this probe size."
+    lo_rec, lo_gain = rec["interval"]["lo"], gain["interval"]["lo"]
+    hi_rec, hi_gain = rec["interval"]["hi"], gain["interval"]["hi"]
+    if (
+        lo_rec is not None
+        and lo_gain is not None
+        and lo_rec >= PAPER_RECOVERED
+        and lo_gain >= PAPER_GAIN_KEPT
+    ):
+        return text + ": both intervals lie at or above the paper's headline."
+    if (
+        hi_rec is not None
+        and hi_gain is not None
+        and (hi_rec < PAPER_RECOVERED or hi_gain < PAPER_GAIN_KEPT)
+    ):
+        return text + ": below the paper's headline (an interval lies under it)."
+    return text + ": no evidence either way against the paper's headline (intervals straddle it)."
 
 
 def uniform_finding(sel: dict | None, uni: dict | None) -> str | None:
@@ -83,21 +108,21 @@ def uniform_finding(sel: dict | None, uni: dict | None) -> str | None:
     if "(uniform@" in sel["model"]:
         return (
             f"The solver's best recipe for this target is uniform interpolation of all layers "
-            f"({sel['model']}): no layer-aware recipe kept more domain gain at the target, so "
-            "here SPEAR-MM's layer awareness does not beat the uniform (WiSE-FT) baseline."
+            f"({sel['model']}): no layer-aware recipe kept more domain gain at the target on "
+            "selection-role text, so here SPEAR-MM's layer awareness does not beat the uniform "
+            "(WiSE-FT) baseline."
         )
-    d_gain = (sel.get("gain_kept") or 0) - (uni.get("gain_kept") or 0)
-    d_rec = (sel.get("forgetting_recovered") or 0) - (uni.get("forgetting_recovered") or 0)
-    better = d_gain >= 0 and d_rec >= 0 and (d_gain > 0 or d_rec > 0)
+    d = sel.get("vs_uniform") or {}
+    verdict = {
+        "better": "beats uniform",
+        "worse": "loses to uniform",
+        "trade-off": "trades one axis for the other against uniform",
+    }.get(d.get("call"), "no evidence either way against uniform")
     return (
-        f"Against the best uniform interpolation that meets the same target ({uni['model']}): "
-        f"{'+' if d_gain >= 0 else ''}{100 * d_gain:.1f} points of gain kept and "
-        f"{'+' if d_rec >= 0 else ''}{100 * d_rec:.1f} points of forgetting recovered — "
-        + (
-            "the selected recipe dominates it."
-            if better
-            else "the selected recipe does not dominate it."
-        )
+        f"Against the best uniform interpolation that meets the same target ({uni['model']}), "
+        f"on test-role text: general bpb {interval(d.get('general_bpb'), sign=True)}, finance "
+        f"bpb {interval(d.get('finance_bpb'), sign=True)} (selected − uniform; lower is better) "
+        f"— the selected recipe {verdict}."
     )
 
 
@@ -105,6 +130,18 @@ def _sanity_lines(analysis: dict) -> list[str]:
     """The analyzer's own sanity warnings (unchanged / far-out layers vs the ranking)."""
     sanity = analysis.get("sanity") or {}
     return [f"Analyzer warning: {w}." for w in sanity.get("warnings") or []]
+
+
+def rho_evidence(analysis: dict, seed: int = 0) -> dict | None:
+    """ρ intervals from the ablation's per-document records (None for an older analysis.json)."""
+    per_doc = (analysis.get("ablation") or {}).get("per_doc")
+    layers, score = analysis.get("layers") or [], analysis.get("combined_score")
+    if not per_doc or not score or not layers or "general" not in per_doc.get("probes", {}):
+        return None
+    from spear_mm.analyze.uncertainty import rho_intervals
+
+    depth = [f["depth"] for f in layers]
+    return rho_intervals(score, depth, per_doc, probe="general", seed=seed)
 
 
 def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
@@ -119,24 +156,38 @@ def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
             [],
         )
     rho, depth = val.get("rho_combined"), val.get("rho_depth")
-    lines = [
-        f"The analyzer's combined weight-only score ranks layers with Spearman ρ = {fmt(rho, 2)} "
-        f"against the ablation's general harm; the depth baseline (earliest layers first) reaches "
-        f"ρ = {fmt(depth, 2)}: the weight-only score {_versus_depth(rho, depth)}.",
-        *_sanity_lines(analysis),
-    ]
-    tokens = ((analysis.get("ablation") or {}).get("probe") or {}).get("max_tokens")
-    if tokens is not None and tokens < PRECISE_PROBE_TOKENS:
-        lines.append(
-            f"Caution: the ablation used {tokens}-token probes. At 2048 tokens an ablation's "
-            f"ranking agreed with an {PRECISE_PROBE_TOKENS}-token one of the same pair only at "
-            f"ρ {SMALL_PROBE_RHO}, so ρ values here are capped near that and differences of ~0.1 "
-            f"are noise; rerun with analyze.probe.max_tokens={PRECISE_PROBE_TOKENS} to judge a "
-            "ranking."
-        )
+    ev = rho_evidence(analysis)
+    if ev is None:
+        lines = [
+            f"The analyzer's combined weight-only score ranks layers with Spearman ρ = "
+            f"{fmt(rho, 2)} against the ablation's general harm, depth ρ = {fmt(depth, 2)}; this "
+            "analysis.json has no per-document records, so no interval and no verdict."
+        ]
+    else:
+        probe = (analysis["ablation"].get("per_doc") or {}).get("probes", {}).get("general", {})
+        lines = [
+            f"The analyzer's combined weight-only score ranks layers with Spearman ρ = "
+            f"{interval(ev['rho_combined'].record(), digits=2)} against the ablation's general "
+            f"harm; the depth baseline (earliest layers first) reaches ρ = "
+            f"{interval(ev['rho_depth'].record(), digits=2)}; difference "
+            f"{interval(ev['difference'].record(), digits=2, sign=True)} — the weight-only score "
+            f"{ev['call']} (95% intervals over the ablation's {ev['difference'].n} "
+            f"calibration-role documents, {probe.get('max_tokens', '?')} tokens)."
+        ]
+    lines += _sanity_lines(analysis)
     table = [
-        {"signal": "combined weight-only score", "rho": rho, "note": "shipped ranking"},
-        {"signal": "depth (earliest first)", "rho": depth, "note": "baseline"},
+        {
+            "signal": "combined weight-only score",
+            "rho": rho,
+            "interval": ev["rho_combined"].record() if ev else None,
+            "note": "shipped ranking",
+        },
+        {
+            "signal": "depth (earliest first)",
+            "rho": depth,
+            "interval": ev["rho_depth"].record() if ev else None,
+            "note": "baseline",
+        },
     ]
     given = val.get("rho_signals_given_depth") or {}
     for name, value in sorted(
@@ -157,6 +208,17 @@ def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
     return lines, table
 
 
+def _role_counts(compare: dict) -> str:
+    parts = []
+    for name, rec in (compare.get("roles") or {}).items():
+        n = {r: len(ids) for r, ids in rec["roles"].items()}
+        parts.append(
+            f"{name}: {n.get('calibration', 0)} / {n.get('selection', 0)} / {n.get('test', 0)} "
+            f"documents ({len(rec.get('excluded', {}))} excluded as near-duplicates of training)"
+        )
+    return "; ".join(parts) or "no role record"
+
+
 def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) -> Report:
     compare = _read(run_dir / "compare" / "compare.json")
     rows = compare.get("rows", [])
@@ -168,6 +230,7 @@ def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) 
     sel, uni = _row(rows, "selected"), _row(rows, "uniform baseline")
     findings = [cpt_finding(base, adapted)] if base and adapted else []
     findings.append(selected_finding(sel, target))
+    findings.append(paper_finding(sel))
     if solver.get("message"):
         findings.append(f"Solver: {solver['message']}")
     if (u := uniform_finding(sel, uni)) is not None:
@@ -175,7 +238,8 @@ def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) 
     verdict = sweep.get("verdict") or {}
     if verdict.get("summary"):
         findings.append(
-            f"Sweep verdict (layer-aware families vs the uniform line): {verdict['summary']}"
+            "Sweep verdict (layer-aware families vs the uniform line, selection-role text): "
+            f"{verdict['summary']}"
         )
     a_lines, table = analyzer_findings(analysis)
     findings += a_lines
@@ -187,8 +251,12 @@ def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) 
     summary = [
         f"Model: {cfg.model.name}; domain corpus: {cfg.data.domain}; "
         f"CPT: {cfg.trainer.max_steps} steps at lr {cfg.trainer.lr}, seed {cfg.seed}.",
+        "Text roles (spear_mm.io.roles): the analyzer's ablation read calibration documents, "
+        "the sweep and solver selection documents, this table test documents — "
+        f"{_role_counts(compare)}; ids in compare/compare.json `roles`.",
         f"Probes: bits per byte on held-out general and finance text "
-        f"({compare.get('probe', {}).get('max_tokens', '?')} tokens each).",
+        f"({compare.get('probe', {}).get('max_tokens', '?')} tokens each); intervals: paired "
+        f"bootstrap, {(compare.get('bootstrap') or {}).get('resamples', '?')} resamples.",
         f"Wall time of this invocation: {fresh_seconds:.0f} s "
         f"(stages first computed in {sum(c['seconds'] for c in costs):.0f} s).",
     ]
@@ -201,6 +269,7 @@ def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) 
         summary=summary,
         rows=rows,
         findings=findings,
+        table_notes=ratio_notes(adapted),
         ranking_table=table,
         stage_costs=costs,
         plots=plots,

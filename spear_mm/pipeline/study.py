@@ -117,7 +117,12 @@ def _jsonable(obj):
 
 
 def run_study(cfg) -> int:
-    """Run every stage of the study for a validated RunConfig; writes the report."""
+    """Run every stage of the study for a validated RunConfig; writes the report. With
+    `seeds=[...]`, one study per seed and a cross-seed summary (spear_mm.pipeline.seeds)."""
+    if cfg.get("seeds"):
+        from spear_mm.pipeline.seeds import run_seeds
+
+        return run_seeds(cfg, run_study)
     run_dir = Path(cfg.out).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -38,7 +38,7 @@ class SweepConfig:
     # lm-eval suites scored at every point too (slow): the `suite/` group, as in `spear-mm eval`
     suite: dict[str, SuiteConfig] = field(default_factory=dict)
     suite_limit: Any = None  # documents per suite task
-    verdict_margin: float = 0.02  # gain-kept difference that counts as beating uniform
+    resamples: int = 2000  # bootstrap resamples behind the verdict's 95% intervals
     axis: str = "auto"  # y axis of frontier.png: retention | recovered | auto
     dtype: str = "float32"  # dtype the model is held in while sweeping
     threads: int | None = None  # torch.set_num_threads for this run; None = torch's default
@@ -86,6 +86,8 @@ class SweepConfig:
                 "sweep materialize=true needs a target (target_retention=... or "
                 "target_recovered=...)"
             )
+        if self.resamples < 100:
+            raise UserError(f"sweep resamples={self.resamples}: use >= 100 (default 2000)")
         if self.axis not in ("auto", "retention", "recovered"):
             raise UserError(f"sweep axis={self.axis!r}: choose auto, retention or recovered")
 

@@ -23,17 +23,21 @@ from spear_mm.merge.inmemory import InMemoryMerger
 from spear_mm.merge.recipe import Recipe
 
 PROBES = ("general", "finance")
+ROLE = "selection"  # the sweep, the solver and the verdict choose: they read selection text
 
 
-def make_probes(settings) -> dict[str, Probe]:
-    """The two fixed probes with the sweep's token budget (windows are cached per tokenizer)."""
+def make_probes(settings, role: str = ROLE) -> dict[str, Probe]:
+    """The two fixed probes with the sweep's token budget (windows are cached per tokenizer),
+    on the `role` documents of the held-out corpora (spear_mm.io.roles)."""
     return {
         name: Probe.named(
             name,
+            role=role,
             max_tokens=int(settings.max_tokens),
             seq_len=int(settings.seq_len),
             batch_size=int(settings.batch_size),
             autocast_bf16=settings.autocast_bf16,
+            doc_max_tokens=getattr(settings, "doc_max_tokens", None),
         )
         for name in PROBES
     }
@@ -47,9 +51,18 @@ class Scorer:
     tasks: list[str] = field(default_factory=list)
     limit: int | float | None = None
     higher_is_better: dict[str, bool] = field(default_factory=dict)
+    # Per-document NLL of the last call (probe → list), and each probe's document ids / bytes /
+    # tokens (the same at every point): what the sweep's intervals are bootstrapped from.
+    last_docs: dict[str, list[float]] = field(default_factory=dict)
+    doc_meta: dict[str, dict] = field(default_factory=dict)
 
     def __call__(self, model: torch.nn.Module, tokenizer) -> dict[str, float]:
-        raw = {f"{n}_bpb": p.score(model, tokenizer).bpb for n, p in self.probes.items()}
+        raw = {}
+        for name, probe in self.probes.items():
+            res = probe.score(model, tokenizer)
+            raw[f"{name}_bpb"] = res.bpb
+            self.last_docs[name] = list(res.docs.nll)
+            self.doc_meta[name] = probe.documents(tokenizer)
         if self.tasks:
             raw.update(self._suite(model, tokenizer))
         return raw

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 from spear_mm.io.atomic import atomic_write_text
+from spear_mm.sweep import evidence, report
 from spear_mm.sweep import frontier as fr
-from spear_mm.sweep import report
 from spear_mm.sweep.config import target_of
 from spear_mm.sweep.points import SweepPoint
 from spear_mm.sweep.runner import Sweep, evaluate_point, snap
@@ -52,19 +52,40 @@ def y_axis(sw: Sweep) -> str:
 
 
 def verdict(sw: Sweep) -> dict:
-    """Layer-aware families vs the uniform envelope at an equal general score."""
+    """Layer-aware families vs the uniform envelope at an equal general score, with the paired
+    bootstrap interval of each family's advantage (selection-role documents)."""
     y = general_axis(sw)
-    ends = [p for p in sw.points if p.family in ("adapted", "base")]
-    uniform = [p for p in sw.points if p.family == "uniform"] + ends
+    uniform = [p for p in sw.points if p.family in ("uniform", "adapted", "base")]
     line = [(p.get(y), p.get("gain_kept")) for p in uniform]
     fams = {
         f: [(p.knob, p.get(y), p.get("gain_kept")) for p in sw.points if p.family == f]
         for f in sw.families
         if f != "uniform"
     }
-    out = fr.compare_families(line, fams, margin=sw.cfg.verdict_margin)
+    resamples, seed = int(sw.cfg.resamples), int(sw.cfg.seed)
+    rep = evidence.replicates(sw, resamples, seed)
+    floor = evidence.noise_floor(rep, seed)
+    if not floor["gain"]["measurable"]:
+        out = fr.compare_families(line, fams, seed=seed)  # no replicates: nothing is called
+        out["summary"] = (
+            f"Not measurable at this probe size: the adapted model's finance gain "
+            f"({_iv_text(floor['gain'])} bpb, over {rep['n']['finance']} documents) has no 95% "
+            "interval above 0, so domain gain kept — and any family's advantage in it — is noise "
+            "here; use larger probes."
+        )
+    else:
+        reps = evidence.verdict_replicates(sw, rep, y, fams)
+        out = fr.compare_families(line, fams, replicates=reps, seed=seed)
     out["axis"] = f"domain gain kept at equal {y} (uniform envelope interpolated)"
+    out["noise_floor"] = floor
+    out["text_role"] = "selection"
     return out
+
+
+def _iv_text(iv: dict) -> str:
+    if iv.get("lo") is None or iv.get("hi") is None:
+        return f"{iv['value']:+.4f}, no interval"
+    return f"{iv['value']:+.4f} [95% CI {iv['lo']:+.4f}, {iv['hi']:+.4f}]"
 
 
 def write_selected(sw: Sweep, sol: Solution) -> str | None:
@@ -121,6 +142,8 @@ def write_outputs(sw: Sweep, sol: Solution | None) -> dict:
         "knob": "0 = adapted (t = 1 everywhere), 1 = base (t = 0); see docs/sweeps.md",
         "frontier_axes": ["gain_kept", y],
         "frontier": [sw.points[i].label for i in front],
+        "text_role": "selection",
+        "probes": sw.session.scorer.doc_meta,
         "verdict": verdict(sw),
         "solver": solution_record(sol, selected_file),
         "timings": report.timing_summary(sw.points),

@@ -82,72 +82,84 @@ def compare_families(
     uniform_line: Sequence[tuple[float, float]],
     families: Mapping[str, Sequence[tuple[float, float, float]]],
     *,
-    margin: float = 0.02,
+    replicates: Sequence[tuple[Sequence, Mapping]] = (),
+    seed: int = 0,
 ) -> dict:
     """Verdict: does any family beat the uniform line at equal general score?
 
     `uniform_line` holds (general, gain) of uniform points including the adapted and base ends,
     general being forgetting recovered (or retention; both rise as general bpb falls, so the
-    verdict is the same); `families` maps a family to its (knob, general, gain) points. A family *beats*
-    uniform when one of its points keeps more than `margin` more gain than the line at the same
-    recovered (probe noise is about a percent, so smaller differences are not called).
+    verdict is the same); `families` maps a family to its (knob, general, gain) points.
+    `replicates` are the same two arguments recomputed on bootstrap resamples of the probe
+    documents (spear_mm.sweep.evidence). Each family's best point (largest advantage over the
+    line) gets the paired 95% interval of its advantage: the family *beats* uniform only when
+    that interval lies above 0, *loses* when it lies below, and otherwise there is no evidence
+    either way. Without replicates nothing is called either way (a point estimate is no
+    evidence).
     """
     per_family: dict[str, dict] = {}
     for fam, pts in families.items():
         adv = gain_advantage(uniform_line, [(r, g) for _, r, g in pts])
-        rows = [(k, r, g, a) for (k, r, g), a in zip(pts, adv) if _finite(a)]
+        rows = [(j, k, r, g, a) for j, ((k, r, g), a) in enumerate(zip(pts, adv)) if _finite(a)]
         if not rows:
-            per_family[fam] = {"compared_points": 0, "beats_uniform": False}
+            per_family[fam] = {"compared_points": 0, "beats_uniform": False, "call": "not compared"}
             continue
-        best = max(rows, key=lambda row: row[3])
-        worst = min(rows, key=lambda row: row[3])
+        best = max(rows, key=lambda row: row[4])
+        iv = _advantage_interval(fam, best[0], best[4], replicates, seed)
+        call = "beats" if iv.lo > 0 else "loses" if iv.hi < 0 else "no evidence either way"
         per_family[fam] = {
             "compared_points": len(rows),
-            "best_advantage": best[3],
-            "best_knob": best[0],
-            "best_general": best[1],
-            "worst_advantage": worst[3],
-            "mean_advantage": math.fsum(r[3] for r in rows) / len(rows),
-            "points_above_uniform": sum(r[3] > margin for r in rows),
-            "beats_uniform": best[3] > margin,
+            "best_advantage": best[4],
+            "best_advantage_interval": iv.record(),
+            "best_knob": best[1],
+            "best_general": best[2],
+            "worst_advantage": min(row[4] for row in rows),
+            "mean_advantage": math.fsum(row[4] for row in rows) / len(rows),
+            "beats_uniform": call == "beats",
+            "call": call,
         }
     winners = [f for f, v in per_family.items() if v["beats_uniform"]]
     compared = any(v["compared_points"] for v in per_family.values())
     return {
         # None: nothing could be compared (e.g. the adapted model did not forget at all).
         "layer_aware_beats_uniform": bool(winners) if compared else None,
-        "margin": margin,
+        "rule": "beats uniform only when the paired 95% interval of the advantage excludes 0",
         "families": per_family,
-        "summary": _summary(per_family, winners, margin),
+        "summary": _summary(per_family, winners),
     }
 
 
-def _summary(per_family: dict, winners: list[str], margin: float) -> str:
+def _advantage_interval(fam: str, j: int, value: float, replicates, seed: int):
+    from spear_mm.eval.stats import percentile
+
+    draws = []
+    for line, fams in replicates:
+        _, r, g = fams[fam][j]
+        draws.append(gain_advantage(line, [(r, g)])[0])
+    return percentile(value, draws, seed=seed) if draws else percentile(value, [math.nan])
+
+
+def _ci(v: dict) -> str:
+    iv = v.get("best_advantage_interval") or {}
+    lo, hi = iv.get("lo"), iv.get("hi")
+    if lo is None or hi is None:
+        return f"{v['best_advantage']:+.3f} (no interval)"
+    return f"{v['best_advantage']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}]"
+
+
+def _summary(per_family: dict, winners: list[str]) -> str:
     if not per_family:
         return "no layer-aware family was swept; nothing to compare with uniform interpolation"
-    if not any(v["compared_points"] for v in per_family.values()):
+    compared = {f: v for f, v in per_family.items() if v["compared_points"]}
+    if not compared:
         return (
             "Not compared: no layer-aware point has a defined forgetting recovered inside the "
             "uniform line's range (did the adapted model forget anything on the general probe?)"
         )
-    if not winners:
-        best = max(
-            (f for f in per_family if per_family[f]["compared_points"]),
-            key=lambda f: per_family[f]["best_advantage"],
-            default=None,
-        )
-        tail = (
-            f" (best: {best}, {per_family[best]['best_advantage']:+.3f} gain kept)" if best else ""
-        )
-        return (
-            "No: no layer-aware family keeps more than "
-            f"{margin:.2f} more domain gain than uniform interpolation at equal general "
-            f"score{tail}."
-        )
-    top = max(winners, key=lambda f: per_family[f]["best_advantage"])
-    v = per_family[top]
-    return (
-        f"Yes: {', '.join(winners)} beat uniform interpolation; best is {top} at knob "
-        f"{v['best_knob']:.3g}, keeping {v['best_advantage']:+.3f} more domain gain than uniform "
-        f"at the same general score ({v['best_general']:.3f})."
-    )
+    parts = [f"{f} {_ci(v)}" for f, v in compared.items()]
+    tail = "; ".join(parts) + " gain kept vs uniform at equal general score (best point each)"
+    if winners:
+        return f"Yes: {', '.join(winners)} beat uniform interpolation — {tail}."
+    if all(v["call"] == "loses" for v in compared.values()):
+        return f"No: uniform interpolation beats every layer-aware family — {tail}."
+    return f"No evidence either way that a layer-aware family beats uniform — {tail}."

@@ -42,6 +42,7 @@ class SweepPoint:
     layer_t: list[float] | None = None
     nonlayer_t: float | None = None
     reasons: dict[str, str] = field(default_factory=dict)
+    docs: dict[str, list[float]] = field(default_factory=dict)  # probe → per-document NLL
 
     @property
     def label(self) -> str:

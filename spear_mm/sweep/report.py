@@ -48,6 +48,7 @@ def point_record(p: SweepPoint, on_frontier: bool) -> dict:
         "scores": {k: finite_or_none(v) for k, v in p.scores.items()},
         "undefined": dict(p.reasons),
         "on_frontier": on_frontier,
+        "nll_per_doc": p.docs,
         "timings": {
             "merge_s": round(p.merge_s, 4),
             "eval_s": round(p.eval_s, 4),

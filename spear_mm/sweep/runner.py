@@ -145,6 +145,7 @@ def evaluate_point(sw: Sweep, family: str, knob: float, role: str) -> SweepPoint
         eval_s=eval_s,
         layer_t=layer_t,
         nonlayer_t=nonlayer_t,
+        docs={k: list(v) for k, v in sw.session.scorer.last_docs.items()},
     )
     log.info(
         "%s: general %.4f finance %.4f bpb (merge %.2fs, eval %.2fs)",
@@ -197,7 +198,8 @@ def baselines(sw: Sweep) -> None:
         raw, eval_s = score_folder(
             resolve_model(sw.cfg.replay), sw.session.scorer, parse_dtype(sw.cfg.dtype)
         )
-        replay = SweepPoint("replay", None, "baseline", raw, None, eval_s=eval_s)
+        docs = {k: list(v) for k, v in sw.session.scorer.last_docs.items()}
+        replay = SweepPoint("replay", None, "baseline", raw, None, eval_s=eval_s, docs=docs)
         _score(sw, replay)
         sw.points.append(replay)
 

@@ -71,3 +71,17 @@ def document_specials(
         )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     return DocumentSpecials(bos=bos, eos=eos, pad=pad, rule=rule)
+
+
+def document_start(tokenizer) -> int:
+    """The token a document's first token follows in training, with the family rule above.
+
+    Packed training streams are `[BOS] doc [EOS] [BOS] doc [EOS] …`: a document's first token is
+    predicted after its BOS where the rule has one, else after the previous document's EOS. The
+    probes predict each text's first token from this same token, so a bits-per-byte number and
+    the training loss read a document the same way (SmolLM2-Instruct's tokenizer BOS is the chat
+    marker `<|im_start|>`, which CPT documents never follow). Config overrides
+    (`data.bos_token`, `data.eos_token`) are not seen here: they change training only.
+    """
+    specials = document_specials(tokenizer)
+    return specials.bos if specials.bos is not None else specials.eos

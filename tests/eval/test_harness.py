@@ -35,7 +35,9 @@ def test_live_and_folder_agree_and_match_the_probe(tiny_folder, tiny_loaded, tmp
         assert a["primary"] == b["primary"] and a["n_samples"]["effective"] == 4
         assert a["score"] == pytest.approx(b["score"], rel=1e-6), task
     # lm-eval's rolling bits-per-byte == the native probe over the same documents and context.
-    probe = bits_per_byte(model, tok, probe_texts("general")[:4], max_tokens=10**7, seq_len=512)
+    probe = bits_per_byte(
+        model, tok, probe_texts("general", role="test")[:4], max_tokens=10**7, seq_len=512
+    )
     ppl = live["tasks"]["spear_general_ppl"]
     assert ppl["higher_is_better"] is False
     assert ppl["score"] == pytest.approx(probe.bpb, rel=1e-6)
@@ -53,7 +55,9 @@ def test_probe_matches_lm_eval_with_short_windows(tiny_loaded, tmp_path):
         cache_dir=tmp_path,
         progress=False,
     )
-    probe = bits_per_byte(model, tok, probe_texts("finance")[:3], max_tokens=10**7, seq_len=48)
+    probe = bits_per_byte(
+        model, tok, probe_texts("finance", role="test")[:3], max_tokens=10**7, seq_len=48
+    )
     assert res["tasks"]["spear_finance_ppl"]["score"] == pytest.approx(probe.bpb, rel=1e-6)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from spear_mm.errors import UserError
 from spear_mm.eval import probe as P
+from spear_mm.train.specials import document_start
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 9,
@@ -26,7 +27,7 @@ def _reference_nll(model, tok, texts, seq_len):
     total = 0.0
     for text in texts:
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        windows = get_rolling_token_windows(ids, tok.bos_token_id, seq_len, context_len=1)
+        windows = get_rolling_token_windows(ids, document_start(tok), seq_len, context_len=1)
         for ctx, cont in map(make_disjoint_window, windows):
             full = (ctx + cont)[-(seq_len + 1) :]
             inp = torch.tensor([full[:-1]])
@@ -158,3 +159,103 @@ def test_probe_class_caches_windows(tiny_loaded):
     assert probe.windows(tok) is w1
     direct = P.bits_per_byte(model, tok, TEXTS, max_tokens=100, seq_len=32)
     assert probe.score(model, tok) == direct
+
+
+def _training_predecessors(tok, texts):
+    """The token before each document's first token in a packed training stream."""
+    from spear_mm.train.data import tokenize
+    from spear_mm.train.specials import document_specials
+
+    docs = tokenize(tok, list(texts), document_specials(tok))
+    stream = [t for d in docs for t in d]
+    out, at = [], 0
+    for d, text in zip(docs, texts):
+        first = len(d) - len(tok(text, add_special_tokens=False)["input_ids"]) - 1  # EOS last
+        out.append(stream[at + first - 1] if at + first > 0 else None)
+        at += len(d)
+    return out
+
+
+def _probe_starts(tok, texts):
+    win = P.build_windows(tok, texts, max_tokens=10**6, seq_len=64)
+    starts = [
+        win.inputs[i][0]
+        for i in range(len(win.inputs))
+        if i == 0 or win.row_doc[i] != win.row_doc[i - 1]
+    ]
+    return starts
+
+
+def _chat_bos_tokenizer():
+    """The test tokenizer with SmolLM2-Instruct's choice of BOS: the chat marker."""
+    from spear_mm.testing import make_tokenizer
+
+    tok = make_tokenizer()
+    tok.bos_token = "<|im_start|>"
+    return tok
+
+
+@pytest.mark.parametrize("make", ["plain", "chat_bos"])
+def test_probe_start_token_equals_trainings(make):
+    from spear_mm.testing import make_tokenizer
+
+    tok = make_tokenizer() if make == "plain" else _chat_bos_tokenizer()
+    texts = ["First document.", "Second one, longer than the first.", "Third."]
+    before = _training_predecessors(tok, texts)
+    # Every document after the first follows the previous one's end-of-document token.
+    assert _probe_starts(tok, texts) == [before[1]] * len(texts) == before[1:] + [before[1]]
+    assert tok.convert_ids_to_tokens(before[1]) == "<|endoftext|>"
+
+
+@pytest.mark.slow
+def test_probe_start_token_equals_trainings_on_smollm2():
+    from transformers import AutoTokenizer
+
+    from spear_mm.io.sources import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    assert tok.bos_token == "<|im_start|>"  # the chat marker the probe used to start from
+    texts = ["Revenue rose 5% in the quarter.", "The board approved a dividend."]
+    before = _training_predecessors(tok, texts)
+    assert _probe_starts(tok, texts) == [before[1]] * 2
+    assert tok.convert_ids_to_tokens(before[1]) == "<|endoftext|>"
+
+
+def test_per_document_records_sum_to_the_totals(tiny_loaded):
+    model, tok = tiny_loaded
+    probe = P.Probe(
+        "t", texts=tuple(TEXTS), ids=tuple(f"doc{i}" for i in range(5)), max_tokens=420, seq_len=16
+    )
+    res = probe.score(model, tok)
+    docs = res.docs
+    assert docs.ids == ("doc0", "doc1", "doc2")  # the budget ends inside doc2
+    assert math.fsum(docs.nll) == pytest.approx(res.nll_nats, rel=1e-12)
+    assert sum(docs.n_bytes) == res.n_bytes and sum(docs.n_tokens) == res.n_tokens == 420
+    rec = res.record()
+    assert rec["docs"]["ids"] == list(docs.ids) and len(rec["docs"]["nll"]) == len(docs.ids)
+    # A document scored alone gives the same NLL as inside the probe (windows never mix texts).
+    alone = P.bits_per_byte(model, tok, [TEXTS[1]], max_tokens=10**6, seq_len=16)
+    assert docs.nll[1] == pytest.approx(alone.nll_nats, rel=1e-6)
+
+
+def test_named_probe_reads_one_role():
+    from spear_mm.io import roles
+
+    for role in roles.ROLES:
+        probe = P.Probe.named("finance", role=role, max_tokens=64)
+        assert set(probe.ids) == set(roles.bundled_split("finance").ids(role))
+        assert probe.settings()["role"] == role
+
+
+def test_doc_max_tokens_spreads_the_budget_over_more_documents(tiny_loaded):
+    model, tok = tiny_loaded
+    texts = ["alpha beta gamma " * 20, "delta epsilon " * 20, "zeta eta theta " * 20]
+    capped = P.Probe("c", texts=tuple(texts), max_tokens=90, seq_len=16, doc_max_tokens=30)
+    res = capped.score(model, tok)
+    assert res.docs.n_tokens == (30, 30, 30) and res.n_tokens == 90
+    plain = P.bits_per_byte(model, tok, texts, max_tokens=90, seq_len=16)
+    assert len(plain.docs.ids) == 1  # without the cap the first text takes the whole budget
+    head = P.bits_per_byte(model, tok, [texts[1]], max_tokens=30, seq_len=16)
+    assert res.docs.nll[1] == pytest.approx(head.nll_nats, rel=1e-6)
+    with pytest.raises(UserError, match="doc_max_tokens"):
+        P.build_windows(tok, texts, doc_max_tokens=0)

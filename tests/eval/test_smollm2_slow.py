@@ -16,7 +16,9 @@ def test_smollm2_probe_matches_lm_eval(tmp_path):
         model, ["spear_finance_ppl"], tokenizer=tok, limit=1, max_length=256,
         cache_dir=tmp_path, progress=False,
     )  # fmt: skip
-    probe = bits_per_byte(model, tok, probe_texts("finance")[:1], max_tokens=10**6, seq_len=256)
+    probe = bits_per_byte(
+        model, tok, probe_texts("finance", role="test")[:1], max_tokens=10**6, seq_len=256
+    )
     entry = res["tasks"]["spear_finance_ppl"]
     assert entry["score"] == pytest.approx(probe.bpb, rel=1e-6)
     assert 0.5 < probe.bpb < 3.0  # a trained model, not a random one (8 bits per byte)

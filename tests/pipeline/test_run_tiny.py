@@ -51,8 +51,25 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
     assert labels[:2] == ["base", "plain CPT (adapted)"]
     assert any(label.startswith("SPEAR-MM balanced") for label in labels)
     assert all(r["general_mc"] is not None for r in rows)
+    compare = json.loads((out / "compare/compare.json").read_text())
+    assert compare["text_role"] == "test" and compare["bootstrap"]["resamples"] == 2000
+    test_ids = set(compare["roles"]["finance"]["roles"]["test"])
+    assert set(compare["probes"]["finance"]["ids"]) <= test_ids
+    assert all(
+        r["ci"]["general_bpb"]["lo"] <= r["general_bpb"] <= r["ci"]["general_bpb"]["hi"]
+        for r in rows
+    )
+    assert all(len(r["docs"]["finance"]) == len(compare["probes"]["finance"]["ids"]) for r in rows)
+    sweep = json.loads((out / "sweep/sweep.json").read_text())
+    assert sweep["text_role"] == "selection"
+    assert not set(sweep["probes"]["finance"]["ids"]) & test_ids
+    analysis = json.loads((out / "analyze/analysis.json").read_text())
+    calib = analysis["ablation"]["per_doc"]["probes"]["finance"]
+    assert calib["role"] == "calibration" and not set(calib["ids"]) & test_ids
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "depth baseline" in report
+    assert "Test-role documents only" in report and "95%" in report
+    assert "meets the paper" not in report and "different metric" in report
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
 
@@ -66,6 +83,23 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
     assert changed.returncode == 0, changed.stderr[-2000:]
     assert "[train] cached" in changed.stdout and "[analyze] cached" in changed.stdout
     assert "[sweep] running" in changed.stdout
+
+
+@pytest.mark.slow
+def test_tiny_study_over_two_seeds_writes_a_cross_seed_summary(tmp_path):
+    out, home = tmp_path / "seeds", tmp_path / "home"
+    res = _run(out, home, "seeds=[0,1]")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "seeds_summary.json").read_text())
+    assert [r["seed"] for r in summary["seeds"]] == [0, 1]
+    for r in summary["seeds"]:
+        assert (out / f"seed_{r['seed']}" / "report.md").is_file()
+        assert r["sweep_verdict"]
+    cpt = summary["across_seeds"]["plain CPT (adapted): general_bpb"]
+    values = [r["numbers"]["plain CPT (adapted): general_bpb"]["value"] for r in summary["seeds"]]
+    assert values[0] != values[1]  # two CPT seeds, two adapted models
+    assert cpt["mean"] == pytest.approx(sum(values) / 2) and cpt["n"] == 2
+    assert "seed 1" in (out / "seeds_summary.md").read_text()
 
 
 def test_bad_override_is_one_line_exit_2(tmp_path):

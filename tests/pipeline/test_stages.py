@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from spear_mm.pipeline.stages import Stage, run_stage, stage_key
@@ -82,22 +83,54 @@ def test_analyze_key_follows_the_content_of_named_files(tmp_path, monkeypatch):
     assert analyze_stage(plain, tmp_path, tmp_path, "up").key != default_key
 
 
-def test_findings_call_a_rho_inside_the_noise_a_tie_with_depth():
-    from spear_mm.pipeline.findings import _versus_depth
+def _analysis(harm_scale: float, seed: int = 0, layers: int = 8, docs: int = 40) -> dict:
+    """A synthetic analysis.json: per-document NLL of adapted, base and each layer restore.
 
-    assert _versus_depth(0.664, 0.662).startswith("ties with depth")
-    assert _versus_depth(0.80, 0.66) == "beats depth"
-    assert _versus_depth(0.40, 0.66) == "does not beat depth"
-    assert _versus_depth(None, 0.66) == "cannot be compared with depth"
+    Layer i's restore lowers every document's NLL by harm_scale * i * bytes (plus noise), so
+    the true harm ranking is the layer index; the combined score is that index, depth its
+    reverse (earliest first ranks the least harmful layer first here)."""
+    rng = np.random.default_rng(seed)
+    nbytes = rng.integers(200, 400, size=docs).astype(float)
+    adapted = rng.uniform(0.8, 1.2, size=docs) * nbytes
+    per_layer = [
+        {"general": list(adapted - harm_scale * i * nbytes + rng.normal(0, 3.0, size=docs))}
+        for i in range(layers)
+    ]
+    per_doc = {
+        "adapted": {"general": list(adapted)},
+        "base": {"general": list(adapted)},
+        "per_layer": per_layer,
+        "probes": {"general": {"bytes": list(nbytes), "max_tokens": 2048}},
+    }
+    return {
+        "validation": {"rho_combined": 1.0, "rho_depth": -1.0, "rho_signals": {}},
+        "ablation": {"per_doc": per_doc},
+        "combined_score": [float(i) for i in range(layers)],
+        "layers": [{"depth": float(layers - i)} for i in range(layers)],
+    }
 
 
-def test_findings_warn_when_the_ablation_probes_are_small():
+def test_analyzer_verdict_comes_from_the_rho_interval():
+    from spear_mm.pipeline.findings import analyzer_findings, rho_evidence
+
+    clear = rho_evidence(_analysis(harm_scale=0.01))
+    assert clear["call"] == "beats depth"
+    assert clear["difference"].lo > 0 and clear["rho_combined"].value > 0.9
+    assert clear["rho_combined"].resamples == 2000
+    lines, table = analyzer_findings(_analysis(harm_scale=0.01))
+    assert "beats depth" in lines[0] and "[" in lines[0]
+    assert table[0]["interval"]["lo"] is not None
+    # Harm far inside the per-document noise: the same ranking is no evidence either way.
+    noisy = rho_evidence(_analysis(harm_scale=1e-5))
+    assert noisy["call"] == "no evidence either way"
+    assert noisy["difference"].lo < 0 < noisy["difference"].hi
+    # Deterministic: the same records and seed give the same interval, bit for bit.
+    assert rho_evidence(_analysis(harm_scale=1e-5)) == noisy
+
+
+def test_analyzer_without_records_states_no_verdict():
     from spear_mm.pipeline.findings import analyzer_findings
 
     val = {"rho_combined": 0.21, "rho_depth": 0.16, "rho_signals": {}}
-    small = {"validation": val, "ablation": {"probe": {"max_tokens": 2048}}}
-    lines, _ = analyzer_findings(small)
-    assert any(line.startswith("Caution: the ablation used 2048-token probes") for line in lines)
-    precise = {"validation": val, "ablation": {"probe": {"max_tokens": 8192}}}
-    assert not any("Caution" in line for line in analyzer_findings(precise)[0])
-    assert not any("Caution" in line for line in analyzer_findings({"validation": val})[0])
+    lines, _ = analyzer_findings({"validation": val, "ablation": {"probe": {"max_tokens": 2048}}})
+    assert "no verdict" in lines[0] and "beats" not in lines[0]

@@ -52,25 +52,48 @@ def test_interpolate():
     assert math.isnan(interpolate(line, 1.5))
 
 
-def test_compare_families_calls_a_winner():
+def _jitter(uniform, fams, scale, n=200, seed=0):
+    """Replicates: every gain shifted by seeded noise of `scale` (a stand-in for resampling)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        line = [(r, g + rng.gauss(0, scale)) for r, g in uniform]
+        fam = {f: [(k, r, g + rng.gauss(0, scale)) for k, r, g in pts] for f, pts in fams.items()}
+        out.append((line, fam))
+    return out
+
+
+def test_compare_families_calls_a_winner_only_when_the_interval_excludes_zero():
     uniform = [(0.0, 1.0), (0.5, 0.8), (1.0, 0.0)]
     fams = {
         "depth": [(0.2, 0.5, 0.9), (0.4, 0.75, 0.5)],  # 0.9 vs 0.8 at rec 0.5: +0.1
         "topk": [(0.2, 0.5, 0.6)],  # below the line
     }
-    v = compare_families(uniform, fams, margin=0.02)
+    v = compare_families(uniform, fams, replicates=_jitter(uniform, fams, 0.01))
     assert v["layer_aware_beats_uniform"] is True
-    assert v["families"]["depth"]["best_advantage"] == pytest.approx(0.1)
-    assert v["families"]["depth"]["best_knob"] == 0.2
+    depth = v["families"]["depth"]
+    assert depth["best_advantage"] == pytest.approx(0.1)
+    assert depth["best_knob"] == 0.2
+    assert 0 < depth["best_advantage_interval"]["lo"] < 0.1 < depth["best_advantage_interval"]["hi"]
     assert v["families"]["topk"]["beats_uniform"] is False
+    assert v["families"]["topk"]["call"] == "loses"
     assert v["families"]["topk"]["best_advantage"] == pytest.approx(-0.2)
-    assert v["summary"].startswith("Yes: depth")
+    assert v["summary"].startswith("Yes: depth") and "95% CI" in v["summary"]
+    # The same point estimates inside wide noise: no evidence either way, interval printed.
+    v = compare_families(uniform, fams, replicates=_jitter(uniform, fams, 0.2))
+    assert v["layer_aware_beats_uniform"] is False
+    assert v["families"]["depth"]["call"] == "no evidence either way"
+    assert v["summary"].startswith("No evidence either way") and "95% CI" in v["summary"]
+    # No replicates at all: a point estimate alone never calls a winner.
+    v = compare_families(uniform, fams)
+    assert v["layer_aware_beats_uniform"] is False and "no interval" in v["summary"]
 
 
 def test_compare_families_no_and_not_compared():
     uniform = [(0.0, 1.0), (1.0, 0.0)]
-    v = compare_families(uniform, {"depth": [(0.3, 0.5, 0.51)]}, margin=0.02)
-    assert v["layer_aware_beats_uniform"] is False and v["summary"].startswith("No")
+    fams = {"depth": [(0.3, 0.5, 0.3)]}
+    v = compare_families(uniform, fams, replicates=_jitter(uniform, fams, 0.01))
+    assert v["layer_aware_beats_uniform"] is False and v["summary"].startswith("No: uniform")
     v = compare_families(uniform, {"depth": [(0.3, math.nan, 0.5)]})
     assert v["layer_aware_beats_uniform"] is None and v["summary"].startswith("Not compared")
 

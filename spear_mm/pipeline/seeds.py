@@ -1,0 +1,132 @@
+"""`spear-mm run seeds=[0,1,2]`: the study once per CPT seed, then a cross-seed summary.
+
+One CPT run is one draw of the training noise: a verdict that holds on seed 0 may not hold on
+seed 1. Each seed's study runs in `<out>/seed_<s>/` (cached stage by stage like any study; the
+base model, corpora, roles and probe documents are the same for every seed). The summary
+(`<out>/seeds_summary.json` and `.md`) lists each headline number — test-role text, with its
+95% interval — per seed, then the mean and spread (sample standard deviation, min, max) across
+seeds, and each seed's verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+HEADLINE = (
+    ("plain CPT (adapted)", "general_bpb"),
+    ("plain CPT (adapted)", "finance_bpb"),
+    ("selected", "gain_kept"),
+    ("selected", "forgetting_recovered"),
+    ("uniform baseline", "gain_kept"),
+    ("uniform baseline", "forgetting_recovered"),
+)
+
+
+def seed_config(cfg, seed: int):
+    """The run config of one seed: its own sub-folder, no further seed list."""
+    out = str(Path(cfg.out) / f"seed_{seed}")
+    return OmegaConf.merge(cfg, {"seed": int(seed), "out": out, "seeds": []})
+
+
+def _value(row: dict | None, key: str) -> tuple[float | None, dict | None]:
+    """(point value, interval record) of a table cell; ratios only when measurable."""
+    if row is None:
+        return None, None
+    ci = (row.get("ci") or {}).get(key)
+    if isinstance(ci, dict) and "measurable" in ci:
+        return (ci["interval"]["value"], ci["interval"]) if ci["measurable"] else (None, None)
+    return row.get(key), ci
+
+
+def seed_record(run_dir: Path, seed: int) -> dict:
+    """One seed's headline numbers and verdicts, read from its finished study."""
+    compare = json.loads((run_dir / "compare" / "compare.json").read_text())
+    sweep = json.loads((run_dir / "sweep" / "sweep.json").read_text())
+    rows = compare["rows"]
+    numbers = {}
+    for prefix, key in HEADLINE:
+        row = next((r for r in rows if r["model"].startswith(prefix)), None)
+        value, iv = _value(row, key)
+        numbers[f"{prefix}: {key}"] = {"value": value, "interval": iv}
+    selected = next((r for r in rows if r["model"].startswith("selected")), None)
+    verdict = sweep.get("verdict") or {}
+    return {
+        "seed": seed,
+        "folder": str(run_dir),
+        "numbers": numbers,
+        "selected": selected["model"] if selected else None,
+        "selected_vs_uniform": ((selected or {}).get("vs_uniform") or {}).get("call"),
+        "sweep_verdict": verdict.get("summary"),
+        "layer_aware_beats_uniform": verdict.get("layer_aware_beats_uniform"),
+    }
+
+
+def spread(values: list[float | None]) -> dict:
+    """Mean, sample standard deviation, min and max over the defined values."""
+    ok = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not ok:
+        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
+    sd = statistics.stdev(ok) if len(ok) > 1 else None
+    return {"n": len(ok), "mean": statistics.fmean(ok), "sd": sd, "min": min(ok), "max": max(ok)}
+
+
+def summarize(records: list[dict]) -> dict:
+    keys = list(records[0]["numbers"]) if records else []
+    across = {k: spread([r["numbers"][k]["value"] for r in records]) for k in keys}
+    return {"text_role": "test", "seeds": records, "across_seeds": across}
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def to_markdown(summary: dict) -> str:
+    seeds = summary["seeds"]
+    lines = ["# Cross-seed summary (test-role text)", ""]
+    lines.append("| number | " + " | ".join(f"seed {r['seed']}" for r in seeds) + " | mean | sd |")
+    lines.append("|---|" + "---|" * (len(seeds) + 2))
+    for key, agg in summary["across_seeds"].items():
+        cells = []
+        for r in seeds:
+            n = r["numbers"][key]
+            iv = n.get("interval") or {}
+            ci = (
+                f" [{_fmt(iv.get('lo'))}, {_fmt(iv.get('hi'))}]" if iv.get("lo") is not None else ""
+            )
+            cells.append(_fmt(n["value"]) + ci)
+        lines.append(
+            f"| {key} | " + " | ".join(cells) + f" | {_fmt(agg['mean'])} | {_fmt(agg['sd'])} |"
+        )
+    lines += ["", "Ratios whose denominator's interval contains 0 are n/a (not measurable).", ""]
+    lines += ["## Verdicts per seed", ""]
+    for r in seeds:
+        lines.append(
+            f"- seed {r['seed']}: selected {r['selected']} (vs uniform: "
+            f"{r['selected_vs_uniform'] or 'n/a'}); sweep: {r['sweep_verdict']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_seeds(cfg, run_one) -> int:
+    """Run the study for every seed of `cfg.seeds` with `run_one(cfg)`, then write the summary."""
+    from spear_mm.io.atomic import atomic_write_text
+
+    records = []
+    for seed in cfg.seeds:
+        sub = seed_config(cfg, seed)
+        print(f"spear-mm run: seed {seed} → {sub.out}", flush=True)
+        code = run_one(sub)
+        if code:
+            return code
+        records.append(seed_record(Path(sub.out).absolute(), int(seed)))
+    summary = summarize(records)
+    out = Path(cfg.out).absolute()
+    atomic_write_text(out / "seeds_summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "seeds_summary.md", to_markdown(summary))
+    print(f"spear-mm run: cross-seed summary: {out / 'seeds_summary.md'}", flush=True)
+    return 0
