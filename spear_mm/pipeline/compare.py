@@ -16,6 +16,7 @@ from pathlib import Path
 
 from spear_mm.eval import evidence, metrics
 from spear_mm.eval.probe import Probe
+from spear_mm.io.atomic import json_safe
 from spear_mm.merge.inmemory import InMemoryMerger
 from spear_mm.merge.recipe import load_recipe
 
@@ -149,7 +150,7 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
         "roles": _role_records(),
         "bootstrap": {"resamples": int(ccfg.resamples), "seed": int(ccfg.seed), "level": 0.95},
     }
-    (folder / "compare.json").write_text(json.dumps(_clean(doc), indent=1))
+    (folder / "compare.json").write_text(json.dumps(json_safe(doc), indent=1))
     return {"rows": len(rows), "text_role": ROLE}
 
 
@@ -184,19 +185,6 @@ def _intervals(rows: list[dict], meta: dict, resamples: int, seed: int) -> None:
     if uni is not None:
         for row, d in zip(rows, evidence.bpb_differences(g, f, uni, **kw), strict=True):
             row["vs_uniform"] = d
-
-
-def _clean(obj):
-    """NaN / inf → None (JSON has no NaN)."""
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _derive(rows: list[dict]) -> None:

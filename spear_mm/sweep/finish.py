@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
-from spear_mm.io.atomic import atomic_write_text
+from spear_mm.io.atomic import atomic_write_text, json_safe
 from spear_mm.sweep import evidence, report
 from spear_mm.sweep import frontier as fr
 from spear_mm.sweep.config import target_of
@@ -153,7 +152,7 @@ def write_outputs(sw: Sweep, sol: Solution | None) -> dict:
     if sw.cfg.materialize and selected_file:
         doc["materialized"] = materialize(sw)
     report.write_csv(sw.out / "sweep.csv", sw.points, set(front))
-    report.write_json(sw.out / "sweep.json", _clean(doc))
+    report.write_json(sw.out / "sweep.json", json_safe(doc))
     if sw.cfg.plot:
         from spear_mm.sweep.plot import draw_frontier
 
@@ -193,19 +192,6 @@ def _sanity_notes(sw: Sweep) -> list[str]:
             f"(retention > 1), e.g. {better[0]}: reported as they are"
         )
     return notes
-
-
-def _clean(obj):
-    """NaN / inf → None anywhere in the document (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def run_sweep(cfg) -> dict:
