@@ -24,8 +24,8 @@ def test_model_folder_or_hub_id_means_model_name(verb, schema, tmp_path):
     for value in (str(tmp_path), "org/some-model"):
         args = rewrite_overrides(verb, [f"model={value}"], schema, multirun=False)
         assert args == [f"model.name={value}"]
-        cfg = compose(verb, args, None)
-        assert cfg.model.name == value and cfg.model.dtype  # the group's defaults stay
+        cfg = compose(verb, args, schema)
+        assert cfg.model.name == value and cfg.model.dtype  # the schema's defaults stay
     # A preset stays a group choice; a sweep over presets stays a sweep.
     assert rewrite_overrides(verb, ["model=tiny-llama"], schema, False) == ["model=tiny-llama"]
     assert rewrite_overrides(verb, ["model=a,b"], schema, True) == ["model=a,b"]

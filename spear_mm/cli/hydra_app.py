@@ -68,6 +68,8 @@ def print_help(verb: str, description: str, schema: type | None) -> None:
             print(f"  {group}=: {', '.join(options)}")
     try:
         cfg = compose(verb, [], None)
+        if schema is not None:  # the schema holds the defaults the YAML does not restate
+            cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         print(f"\ndefaults ({conf_file(verb)}):\n")
         print(OmegaConf.to_yaml(cfg))
     except UserError as exc:
