@@ -2,12 +2,13 @@
 
     python scripts/rescore_check.py runs/an-s0-8192/analysis.json runs/an-s1-8192/analysis.json ...
 
-Needs studies run with ablation=true (their per-layer features and general harm are stored in
-analysis.json, so nothing is recomputed). Prints, per study, Spearman ρ against the ablation's
-general harm of: depth; the previous combination Σ w · rank01(feature) with the default weights;
-the current `combined_score` with the same weights; and the sanity report's far-out / unchanged
-layers. No intervals yet: the interval machinery of the "Evidence a user can trust" issue is not
-in the package (docs/analyzer.md says so).
+Needs studies run with ablation=true: their per-layer features, the ablation's general harm and
+its per-document NLL (`ablation.per_doc`) are stored in analysis.json, so nothing is recomputed.
+Prints, per study, Spearman ρ against the ablation's general harm of: depth; the previous
+combination Σ w · rank01(feature) with the default weights; the current `combined_score` with the
+same weights — each with its 95% interval — and the paired intervals of new − old and new − depth.
+The intervals resample the ablation's calibration-role documents (the same draw for every score:
+`spear_mm.analyze.uncertainty`), so a difference whose interval excludes 0 is a measured one.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from spear_mm.analyze.magnitude import outlier_layers, unchanged_layers
-from spear_mm.analyze.validate import (
-    DEFAULT_WEIGHTS,
-    ScoreSpec,
-    combined_score,
-    rank01,
-    spearman,
-)
+from spear_mm.analyze.uncertainty import harm_draws, spearman_rows
+from spear_mm.analyze.validate import DEFAULT_WEIGHTS, ScoreSpec, combined_score, rank01
+from spear_mm.eval import stats
 
 
 def rank_score(features: list[dict], weights: dict[str, float]) -> list[float]:
@@ -34,22 +33,52 @@ def rank_score(features: list[dict], weights: dict[str, float]) -> list[float]:
     return score
 
 
+def rho_with_draws(x, harm, draws) -> tuple[float, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    return float(spearman_rows(x, harm)[0]), spearman_rows(x, draws)
+
+
+def fmt(iv: stats.Interval) -> str:
+    return f"{iv.value:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
+
+
+def rescore(doc: dict, resamples: int, seed: int) -> dict[str, stats.Interval]:
+    feats, per_doc = doc["layers"], doc["ablation"]["per_doc"]
+    harm, draws = harm_draws(per_doc, "general", resamples, seed)
+    n = len(per_doc["probes"]["general"]["bytes"])
+    scores = {
+        "depth": [f["depth"] for f in feats],
+        "old": rank_score(feats, DEFAULT_WEIGHTS),
+        "new": combined_score(feats, ScoreSpec(dict(DEFAULT_WEIGHTS))),
+    }
+    rho = {k: rho_with_draws(v, harm, draws) for k, v in scores.items()}
+    out = {k: stats.percentile(v, d, seed=seed, n=n) for k, (v, d) in rho.items()}
+    for other in ("old", "depth"):
+        diff = rho["new"][0] - rho[other][0]
+        out[f"new-{other}"] = stats.percentile(diff, rho["new"][1] - rho[other][1], seed=seed, n=n)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("analyses", nargs="+", help="analysis.json files with an ablation")
+    ap.add_argument("--resamples", type=int, default=stats.RESAMPLES)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    print("| study | depth | rank-based default | magnitude-aware default | far-out | unchanged |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| study | documents | depth | rank-based default | magnitude-aware default "
+        "| new − old | new − depth | far-out | unchanged |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for path in args.analyses:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
-        feats, harm = doc["layers"], doc["ablation"]["harm"]["general"]
-        depth = spearman([f["depth"] for f in feats], harm)
-        old = spearman(rank_score(feats, DEFAULT_WEIGHTS), harm)
-        new = spearman(combined_score(feats, ScoreSpec(dict(DEFAULT_WEIGHTS))), harm)
+        r = rescore(doc, args.resamples, args.seed)
+        feats = doc["layers"]
         print(
-            f"| {path} | {depth:+.3f} | {old:+.3f} | {new:+.3f} | "
-            f"{outlier_layers(feats)} | {unchanged_layers(feats)} |"
+            f"| {path} | {r['new'].n} | {fmt(r['depth'])} | {fmt(r['old'])} | {fmt(r['new'])} "
+            f"| {fmt(r['new-old'])} | {fmt(r['new-depth'])} "
+            f"| {outlier_layers(feats)} | {unchanged_layers(feats)} |"
         )
 
 
