@@ -9,6 +9,9 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# Two test workers (pytest-xdist), one test file per worker: most of the suite is
+# single-threaded (subprocess start-up, small tensors), so two workers use both cores.
+PYTEST_PAR ?= -n 2 --dist loadfile
 
 .PHONY: install test test-fast demo demo-full lint format clean
 
@@ -23,10 +26,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PAR) --durations=25
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not slow"
 
 demo: $(STAMP)
 	$(VENV)/bin/spear-mm run experiment=demo
