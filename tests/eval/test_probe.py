@@ -112,11 +112,27 @@ def test_restores_training_mode_and_needs_no_grad(tiny_loaded):
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_bf16_autocast_is_close(tiny_loaded):
+def test_bf16_autocast_is_close(tiny_loaded, monkeypatch):
+    from spear_mm.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)  # bf16 runs even where emulated
     model, tok = tiny_loaded
     fp32 = P.bits_per_byte(model, tok, TEXTS, seq_len=32, autocast_bf16=False)
     bf16 = P.bits_per_byte(model, tok, TEXTS, seq_len=32, autocast_bf16=True)
+    assert bf16.bpb != fp32.bpb  # it did run in bf16
     assert bf16.bpb == pytest.approx(fp32.bpb, rel=2e-2)
+
+
+def test_bf16_autocast_is_set_aside_where_the_cpu_emulates_it(tiny_loaded, monkeypatch, capsys):
+    from spear_mm.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    P._warn_emulated_bf16.cache_clear()
+    model, tok = tiny_loaded
+    fp32 = P.bits_per_byte(model, tok, TEXTS, seq_len=32, autocast_bf16=False)
+    asked = P.bits_per_byte(model, tok, TEXTS, seq_len=32, autocast_bf16=True)
+    assert asked.bpb == fp32.bpb  # scored in fp32, bit for bit
+    assert "emulates it, so the probes score in fp32" in capsys.readouterr().err
 
 
 def test_bad_inputs(tiny_loaded):

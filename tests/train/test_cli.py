@@ -94,3 +94,16 @@ def test_multirun_bad_value_reports_each_failed_job_and_exits_2(tiny_model, corp
     assert (out / "1" / "final").is_dir() and not (out / "0").exists()
     # Hydra's own multirun record lives in `out`, never in the current folder.
     assert (out / "multirun.yaml").is_file() and not (tmp_path / "multirun").exists()
+
+
+def test_explicit_bf16_on_a_cpu_that_emulates_it_warns_and_auto_picks_fp32(monkeypatch, capsys):
+    from spear_mm.train import runtime
+
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.resolve_precision("auto") == "no"
+    assert runtime.resolve_precision("bf16") == "bf16"  # honoured, with a warning
+    assert "emulated and far slower than fp32" in capsys.readouterr().err
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.resolve_precision("auto") == "bf16"
+    assert capsys.readouterr().err == ""
