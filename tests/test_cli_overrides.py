@@ -13,14 +13,12 @@ from spear_mm.cli.main import main
 from spear_mm.errors import UserError
 from spear_mm.eval.config import EvalConfig
 from spear_mm.pipeline.config import RunConfig
-from spear_mm.pipeline.config import register as register_run
 from spear_mm.train.config import TrainConfig
 
 
 @pytest.mark.parametrize("verb, schema", [("train", TrainConfig), ("run", RunConfig),
                                           ("eval", EvalConfig)])  # fmt: skip
 def test_model_folder_or_hub_id_means_model_name(verb, schema, tmp_path):
-    register_run()
     for value in (str(tmp_path), "org/some-model"):
         args = rewrite_overrides(verb, [f"model={value}"], schema, multirun=False)
         assert args == [f"model.name={value}"]
@@ -43,7 +41,13 @@ def test_open_dict_entries_need_no_plus(tmp_path):
 
 
 def test_struct_error_names_the_plus_form():
+    """An open dict entry given without `++` (as compose sees it, before rewrite_overrides)."""
     with pytest.raises(UserError, match=r"\+KEY=VALUE"):
+        compose("eval", ["data_files.spear_fpb=/a.jsonl"], None)
+
+
+def test_unknown_key_names_the_key_and_the_schema():
+    with pytest.raises(UserError, match=r"'model.colour'.*not in 'ModelConfig'"):
         compose("eval", ["model.colour=red"], None)
 
 

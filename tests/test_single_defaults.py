@@ -8,13 +8,22 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
+from spear_mm.analyze.config import AnalyzeConfig
 from spear_mm.cli.hydra_app import CONF_DIR, compose
+from spear_mm.eval.config import EvalConfig, SuiteConfig
 from spear_mm.pipeline.config import RunConfig
-from spear_mm.pipeline.config import register as register_run
+from spear_mm.sweep.config import SweepConfig
 from spear_mm.train.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
 
 GROUPS = {"model": ModelConfig, "data": DataConfig, "trainer": TrainerConfig}
-VERBS = {"train": TrainConfig}
+# Every Hydra verb (merge takes plain flags and a recipe file: it has no conf/<verb>.yaml).
+VERBS = {
+    "train": TrainConfig,
+    "analyze": AnalyzeConfig,
+    "sweep": SweepConfig,
+    "eval": EvalConfig,
+    "run": RunConfig,
+}
 
 
 def _defaults(schema) -> dict:
@@ -57,9 +66,32 @@ def test_group_options_write_only_what_differs_from_the_schema(path):
     assert _restated(_body(path), _defaults(schema)) == [], f"{path} restates schema defaults"
 
 
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "suite").glob("*.yaml")), ids=lambda p: p.stem)
+def test_suite_options_write_only_what_differs_from_the_schema(path):
+    ((name, body),) = _body(path).items()  # one suite per file, keyed by its name
+    assert _restated(body, _defaults(SuiteConfig)) == [], f"{path} restates SuiteConfig defaults"
+
+
+def test_every_hydra_verb_is_checked():
+    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == set(VERBS)
+
+
 @pytest.mark.parametrize("verb", sorted(VERBS))
 def test_verb_files_write_only_what_differs_from_the_schema(verb):
     assert _restated(_body(CONF_DIR / f"{verb}.yaml"), _defaults(VERBS[verb])) == []
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_verb_files_name_their_schema(verb):
+    """The schema is the first default: a key the YAML leaves out still exists (overridable)."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{verb}.yaml"))["defaults"]
+    assert defaults[0] == f"{verb}_schema"
+
+
+def test_the_check_catches_a_restated_default():
+    assert _restated({"probe": {"seq_len": 256}, "top_k": 3}, _defaults(AnalyzeConfig)) == [
+        "probe.seq_len"
+    ]
 
 
 def _base_overrides(path) -> list[str]:
@@ -79,6 +111,5 @@ def _base_overrides(path) -> list[str]:
     "path", sorted((CONF_DIR / "experiment").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_experiments_are_deltas(path):
-    register_run()
     base = OmegaConf.to_container(compose("run", _base_overrides(path), RunConfig))
     assert _restated(_body(path), base) == [], f"{path} restates what its base already says"

@@ -1,4 +1,4 @@
-"""Typed schema of `spear-mm analyze` (defaults in spear_mm/conf/analyze.yaml)."""
+"""Typed schema of `spear-mm analyze`: every default lives here (conf/analyze.yaml only names it)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class AnalyzeConfig:
     # analysis.json of another study of the same base with an ablation (a pilot CPT run): its
     # per-layer general harm becomes the `prior` feature, validated like depth (docs/analyzer.md)
     prior: str | None = None
-    ablation: bool = False
+    ablation: bool = False  # per-layer restore ablation with the probes (the ground truth)
     ablation_cache: bool = True  # replay activations below the restored layer
     select_k: list[int] = field(default_factory=lambda: [3, 6, 10])
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -71,7 +71,10 @@ class AnalyzeConfig:
 
 
 def register() -> None:
-    """Register the schema with Hydra's ConfigStore (name `analyze_schema`)."""
+    """Register the schema with Hydra's ConfigStore (name `analyze_schema`; idempotent)."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="analyze_schema", node=AnalyzeConfig)
+
+
+register()  # importing the schema makes `analyze_schema` available to conf/analyze.yaml

@@ -1,4 +1,5 @@
-"""Typed schema of `spear-mm eval` (conf/eval.yaml) and its value checks.
+"""Typed schema of `spear-mm eval` and its value checks: every default lives here (conf/eval.yaml
+only changes `out` and picks the groups).
 
 The `model` section is train's `ModelConfig` (the shared `model/` group); `suite` is filled by
 the `suite/` group (one entry per selected suite). `__post_init__` raises a one-line
@@ -90,3 +91,13 @@ class EvalConfig:
         for suite in self.suite.values():
             out += [t for t in suite.tasks if t not in out]
         return out + [t for t in self.tasks if t not in out]
+
+
+def register() -> None:
+    """Register the schema with Hydra's ConfigStore (name `eval_schema`; idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+
+
+register()  # importing the schema makes `eval_schema` available to conf/eval.yaml

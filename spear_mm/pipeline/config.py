@@ -1,4 +1,5 @@
-"""Typed schema of `spear-mm run` (defaults in spear_mm/conf/run.yaml and conf/experiment/).
+"""Typed schema of `spear-mm run`: every default lives here or in the stages' schemas
+(conf/run.yaml and conf/experiment/ write only what they change).
 
 The study reuses each stage's own schema: `model`, `data`, `trainer` as in `spear-mm train`,
 `analyze` and `sweep` as in their verbs (their `base`, `adapted`, `analysis` and `out` keys are
@@ -56,7 +57,7 @@ class RunConfig:
     analyze: AnalyzeConfig = _stage_default(AnalyzeConfig)
     sweep: SweepConfig = _stage_default(SweepConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
-    out: str = "runs/demo"
+    out: str = "runs/study"
     seed: int = 0
     # Several CPT seeds: one study per seed in out/seed_<s>, then out/seeds_summary.{json,md}
     # (spear_mm.pipeline.seeds); empty = one study with `seed`.
@@ -81,6 +82,10 @@ class RunConfig:
 
 
 def register() -> None:
+    """Register the schema with Hydra's ConfigStore (name `run_schema`; idempotent)."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+register()  # importing the schema makes `run_schema` available to conf/run.yaml
