@@ -14,7 +14,7 @@ DESCRIPTION = (
 )
 
 
-def _task(cfg) -> int:
+def _task(cfg: AnalyzeConfig) -> int:
     from spear_mm.analyze.run import analyze
 
     analyze(cfg)

@@ -36,34 +36,32 @@ def rewrite_overrides(argv: list[str]) -> list[str]:
 
 
 def _task(cfg) -> int:
+    """`cfg` is an EvalConfig (hydra_app converts the composed config once)."""
     import json
     from pathlib import Path
-
-    from omegaconf import OmegaConf
 
     from spear_mm.eval.harness import evaluate
     from spear_mm.eval.report import format_table
     from spear_mm.io.atomic import atomic_write_text
 
-    conf = OmegaConf.to_object(cfg)
     results = evaluate(
-        conf.model.name,
-        conf.task_names(),
-        limit=conf.limit,
-        batch_size=conf.batch_size,
-        cache_dir=conf.cache_dir,
-        seed=conf.seed,
-        max_length=conf.max_length,
-        dtype=conf.model.dtype,
-        device=conf.device,
-        data_files=conf.data_files,
-        include_path=conf.include_path,
-        use_cache=conf.use_cache,
+        cfg.model.name,
+        cfg.task_names(),
+        limit=cfg.limit,
+        batch_size=cfg.batch_size,
+        cache_dir=cfg.cache_dir,
+        seed=cfg.seed,
+        max_length=cfg.max_length,
+        dtype=cfg.model.dtype,
+        device=cfg.device,
+        data_files=cfg.data_files,
+        include_path=cfg.include_path,
+        use_cache=cfg.use_cache,
     )
-    results["suites"] = sorted(conf.suite)
+    results["suites"] = sorted(cfg.suite)
     print(format_table(results))
-    if conf.out:
-        path = Path(conf.out) / "results.json"
+    if cfg.out:
+        path = Path(cfg.out) / "results.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
         print(f"results: {path}")

@@ -8,7 +8,8 @@ each job then writes into `<out>/<job number>`.
 
 Validation: the composed config is merged into the verb's dataclass schema (types checked by
 OmegaConf) and turned into the dataclass (`OmegaConf.to_object`), so a schema's `__post_init__`
-can check ranges and raise `UserError`. The task receives the typed, resolved `DictConfig`.
+can check ranges and raise `UserError`. The resolved config is saved as a DictConfig
+(config.yaml); the task receives the dataclass (`cfg: XConfig`): this is the one conversion.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def compose(verb: str, overrides: list[str], schema: type | None = None):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    _register_schemas()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name=verb):
@@ -55,6 +57,12 @@ def compose(verb: str, overrides: list[str], schema: type | None = None):
     finally:
         GlobalHydra.instance().clear()
     return validate(verb, cfg, schema)
+
+
+def _register_schemas() -> None:
+    """Importing a verb's schema registers `<verb>_schema`, the first default of its YAML."""
+    import spear_mm.eval.config  # noqa: F401
+    import spear_mm.pipeline.config  # noqa: F401  (train, analyze, sweep and run schemas)
 
 
 def print_help(verb: str, description: str, schema: type | None) -> None:
@@ -165,7 +173,9 @@ def _run_task(cfg, task: Callable, write_info: bool) -> int:
 
                     seeds = {"seed": cfg.get("seed")} if "seed" in cfg else {}
                     write_run_info(cfg.out, cfg, seeds)
-                result = task(cfg)
+                from omegaconf import OmegaConf
+
+                result = task(OmegaConf.to_object(cfg))  # the one conversion to the dataclass
         except UserError:
             if out is not None:
                 _restore(out, saved)

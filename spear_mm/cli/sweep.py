@@ -16,7 +16,7 @@ DESCRIPTION = (
 )
 
 
-def _task(cfg) -> int:
+def _task(cfg: SweepConfig) -> int:
     import logging
 
     from spear_mm.sweep.finish import run_sweep

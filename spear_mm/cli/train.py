@@ -13,11 +13,9 @@ DESCRIPTION = (
 
 
 def _task(cfg) -> int:
-    from omegaconf import OmegaConf
-
     from spear_mm.train.loop import run_training
 
-    run_training(OmegaConf.to_object(cfg))
+    run_training(cfg)  # a TrainConfig (hydra_app converts once)
     return 0
 
 

@@ -7,23 +7,23 @@ only the sweep and what follows, and a changed training config recomputes everyt
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from spear_mm.io.sources import resolve_model
+from spear_mm.pipeline.config import RunConfig
 from spear_mm.pipeline.stages import Stage, run_stage
-from spear_mm.schema import validate
 
 
 def _log(msg: str) -> None:
     print(f"spear-mm run: {msg}", flush=True)
 
 
-def _section(cfg, key: str) -> dict:
-    return OmegaConf.to_container(cfg[key], resolve=True)
+def _section(cfg: RunConfig, key: str) -> dict:
+    """A section of the run config as plain data: the stage's cache key payload."""
+    return dataclasses.asdict(getattr(cfg, key))
 
 
 def _digest(path) -> str | None:
@@ -36,31 +36,33 @@ def _digest(path) -> str | None:
         return None
 
 
-def _stage_cfg(cfg, section: str, schema, **fill):
-    """The section as the stage's own typed config, with the pipeline's paths filled in."""
-    data = _section(cfg, section)
-    data.update({k: str(v) for k, v in fill.items()})
-    return validate(section, data, schema)  # the stage's own type and value checks
+def _stage_cfg(section, **fill):
+    """The section (the stage's own typed config) with the pipeline's paths filled in; the
+    stage's value checks run again (`dataclasses.replace` calls `__post_init__`)."""
+    return dataclasses.replace(section, **{k: str(v) for k, v in fill.items()})
 
 
-def train_stage(cfg, run_dir: Path) -> Stage:
+def train_config(cfg: RunConfig, folder: Path):
+    """The train stage's TrainConfig: the study's model / data / trainer sections and seed."""
     from spear_mm.train.config import TrainConfig
 
+    return TrainConfig(model=cfg.model, data=cfg.data, trainer=cfg.trainer, seed=cfg.seed,
+                       out=str(folder), resume="auto")  # fmt: skip
+
+
+def train_stage(cfg: RunConfig, run_dir: Path) -> Stage:
     payload = {k: _section(cfg, k) for k in ("model", "data", "trainer")} | {"seed": cfg.seed}
 
     def run(folder: Path) -> dict:
         from spear_mm.train.loop import run_training
 
-        tcfg = validate("train", {**payload, "out": str(folder), "resume": "auto"}, TrainConfig)
-        last = run_training(tcfg)
+        last = run_training(train_config(cfg, folder))
         return {"adapted": str(folder / "final"), "last_metrics": _jsonable(last)}
 
     return Stage("train", payload, run, resumable=True)
 
 
-def analyze_stage(cfg, base: Path, adapted: Path, upstream: str) -> Stage:
-    from spear_mm.analyze.config import AnalyzeConfig
-
+def analyze_stage(cfg: RunConfig, base: Path, adapted: Path, upstream: str) -> Stage:
     payload = {"analyze": _section(cfg, "analyze"), "base": str(base), "train": upstream}
     files = {k: _digest(payload["analyze"].get(k)) for k in ("score_spec", "prior")}
     if any(files.values()):  # a file edited in place must recompute the stage
@@ -74,23 +76,23 @@ def analyze_stage(cfg, base: Path, adapted: Path, upstream: str) -> Stage:
     def run(folder: Path) -> dict:
         from spear_mm.analyze.run import analyze
 
-        acfg = _stage_cfg(cfg, "analyze", AnalyzeConfig, base=base, adapted=adapted, out=folder)
+        acfg = _stage_cfg(cfg.analyze, base=base, adapted=adapted, out=folder)
         doc = analyze(acfg)
         return {"layer_ranking": doc.get("layer_ranking")}
 
     return Stage("analyze", payload, run)
 
 
-def sweep_stage(cfg, base: Path, adapted: Path, analysis_dir: Path, upstream: list[str]) -> Stage:
-    from spear_mm.sweep.config import SweepConfig
-
+def sweep_stage(
+    cfg: RunConfig, base: Path, adapted: Path, analysis_dir: Path, upstream: list[str]
+) -> Stage:
     payload = {"sweep": _section(cfg, "sweep"), "base": str(base), "upstream": upstream}
 
     def run(folder: Path) -> dict:
         from spear_mm.sweep.finish import run_sweep
 
         scfg = _stage_cfg(
-            cfg, "sweep", SweepConfig, base=base, adapted=adapted, out=folder,
+            cfg.sweep, base=base, adapted=adapted, out=folder,
             analysis=analysis_dir / "analysis.json",
         )  # fmt: skip
         doc = run_sweep(scfg)
@@ -99,7 +101,9 @@ def sweep_stage(cfg, base: Path, adapted: Path, analysis_dir: Path, upstream: li
     return Stage("sweep", payload, run)
 
 
-def compare_stage(cfg, base: Path, adapted: Path, run_dir: Path, upstream: list[str]) -> Stage:
+def compare_stage(
+    cfg: RunConfig, base: Path, adapted: Path, run_dir: Path, upstream: list[str]
+) -> Stage:
     payload = {"compare": _section(cfg, "compare"), "base": str(base), "upstream": upstream}
 
     def run(folder: Path) -> dict:
@@ -116,10 +120,10 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def run_study(cfg) -> int:
+def run_study(cfg: RunConfig) -> int:
     """Run every stage of the study for a validated RunConfig; writes the report. With
     `seeds=[...]`, one study per seed and a cross-seed summary (spear_mm.pipeline.seeds)."""
-    if cfg.get("seeds"):
+    if cfg.seeds:
         from spear_mm.pipeline.seeds import run_seeds
 
         return run_seeds(cfg, run_study)

@@ -1,4 +1,5 @@
-"""Typed schema of `spear-mm sweep` (defaults in spear_mm/conf/sweep.yaml, docs in docs/sweeps.md)."""
+"""Typed schema of `spear-mm sweep`: every default lives here (conf/sweep.yaml only names it;
+docs in docs/sweeps.md)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ class SweepConfig:
             raise UserError("sweep: give target_retention or target_recovered, not both")
         if self.refine_steps < 0:
             raise UserError(f"sweep refine_steps={self.refine_steps}: must be >= 0")
-        if self.materialize and target_of(self) is None:
+        if self.materialize and self.target() is None:
             raise UserError(
                 "sweep materialize=true needs a target (target_retention=... or "
                 "target_recovered=...)"
@@ -91,11 +92,20 @@ class SweepConfig:
         if self.axis not in ("auto", "retention", "recovered"):
             raise UserError(f"sweep axis={self.axis!r}: choose auto, retention or recovered")
 
+    def target(self) -> tuple[str, float] | None:
+        """(metric, value) of the solver's target, or None when no target is set."""
+        if self.target_retention is not None:
+            return "retention", float(self.target_retention)
+        if self.target_recovered is not None:
+            return "recovered", float(self.target_recovered)
+        return None
 
-def target_of(cfg) -> tuple[str, float] | None:
-    """(metric, value) of the solver's target, or None (works on the dataclass and a DictConfig)."""
-    if cfg.target_retention is not None:
-        return "retention", float(cfg.target_retention)
-    if cfg.target_recovered is not None:
-        return "recovered", float(cfg.target_recovered)
-    return None
+
+def register() -> None:
+    """Register the schema with Hydra's ConfigStore (name `sweep_schema`; idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
+
+
+register()  # importing the schema makes `sweep_schema` available to conf/sweep.yaml

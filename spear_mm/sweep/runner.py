@@ -20,6 +20,7 @@ from spear_mm.io.atomic import atomic_write_text
 from spear_mm.io.checkpoint import CheckpointReader, parse_dtype
 from spear_mm.merge.recipe import load_recipe
 from spear_mm.sweep import recipes
+from spear_mm.sweep.config import SweepConfig
 from spear_mm.sweep.evaluate import (
     Scorer,
     SweepSession,
@@ -39,7 +40,7 @@ RANKED = ("analyzer", "topk")
 class Sweep:
     """Everything one sweep run holds: config, folders, the live session and the points."""
 
-    cfg: object
+    cfg: SweepConfig
     out: Path
     base_dir: Path
     adapted_dir: Path
@@ -58,7 +59,7 @@ class Sweep:
         return next(p for p in self.points if p.family == family)
 
 
-def setup(cfg) -> Sweep:
+def setup(cfg: SweepConfig) -> Sweep:
     """Resolve the models, read the ranking, load the model once and build the probes."""
     from spear_mm.io.archmap import num_layers
     from spear_mm.io.sources import resolve_model

@@ -275,13 +275,15 @@ class Trainer:
         GradientState._reset_state()
 
 
-def _flat_config(cfg) -> dict:
-    """Scalar-only flat view of the config (TensorBoard hparams accept nothing else)."""
-    from omegaconf import OmegaConf
+def _flat_config(cfg: TrainConfig) -> dict:
+    """Scalar-only flat view of the config (TensorBoard hparams accept nothing else):
+    `trainer.lr`, `data.seq_len`, ... — the same keys under `spear-mm train` and `spear-mm run`,
+    which both hand over a TrainConfig."""
+    import dataclasses
 
     flat: dict = {}
 
-    def walk(node, prefix: str) -> None:
+    def walk(node: dict, prefix: str) -> None:
         for key, value in node.items():
             name = f"{prefix}{key}"
             if isinstance(value, dict):
@@ -289,8 +291,7 @@ def _flat_config(cfg) -> dict:
             else:
                 flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
 
-    raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else vars(cfg)
-    walk(raw, "")
+    walk(dataclasses.asdict(cfg), "")
     return flat
 
 

@@ -188,20 +188,22 @@ def test_sweep_analyzer_family_never_restores_unchanged_layers(planted):
 
 
 def test_sweep_writes_the_moot_t_comment_and_merges_it(planted, tmp_path):
+    from omegaconf import OmegaConf
+
     from spear_mm.cli.hydra_app import compose
     from spear_mm.sweep.config import SweepConfig
     from spear_mm.sweep.runner import evaluate_point, setup
 
     base, adapted, _ = planted
     analysis = tmp_path / "analysis.json"
-    analysis.write_text(json.dumps({"layer_ranking": [1, 2, 0, 5, 3, 4, 6, 7]}))
-    cfg = compose(
+    analysis.write_text(json.dumps({"schema_version": 1, "layer_ranking": [1, 2, 0, 5, 3, 4, 6, 7]}))
+    cfg = compose(  # typed, as hydra_app hands it to the task
         "sweep",
         [f"base={base}", f"adapted={adapted}", f"analysis={analysis}", f"out={tmp_path / 'o'}",
          "probe.max_tokens=64", "probe.seq_len=32"],
         SweepConfig,
     )  # fmt: skip
-    sw = setup(cfg)
+    sw = setup(OmegaConf.to_object(cfg))
     assert sw.inert == STILL and sw.ranking.order[-2:] == STILL
     point = evaluate_point(sw, "analyzer", 0.5, "grid")
     text = (sw.out / point.recipe).read_text()

@@ -11,13 +11,18 @@ import pytest
 def analysis(tiny_pair, tmp_path_factory):
     path = tmp_path_factory.mktemp("analysis") / "analysis.json"
     path.write_text(
-        json.dumps({"layer_ranking": [2, 0, 3, 1], "combined_score": [0.5, 0.1, 0.9, 0.3]})
+        json.dumps(
+            {"schema_version": 1, "layer_ranking": [2, 0, 3, 1],
+             "combined_score": [0.5, 0.1, 0.9, 0.3]}
+        )  # fmt: skip
     )
     return path
 
 
 @pytest.fixture()
 def sweep_cfg(tiny_pair, analysis, tmp_path):
+    from omegaconf import OmegaConf
+
     from spear_mm.cli.hydra_app import compose
     from spear_mm.sweep.config import SweepConfig
 
@@ -31,6 +36,6 @@ def sweep_cfg(tiny_pair, analysis, tmp_path):
             "probe.max_tokens=128",
             *overrides,
         ]
-        return compose("sweep", args, SweepConfig)
+        return OmegaConf.to_object(compose("sweep", args, SweepConfig))  # as hydra_app hands it
 
     return make
