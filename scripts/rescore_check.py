@@ -14,10 +14,10 @@ The intervals resample the ablation's calibration-role documents (the same draw 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
+from spear_mm.analyze.document import AnalysisDoc, read_analysis
 from spear_mm.analyze.magnitude import outlier_layers, unchanged_layers
 from spear_mm.analyze.uncertainty import harm_draws, spearman_rows
 from spear_mm.analyze.validate import DEFAULT_WEIGHTS, ScoreSpec, combined_score, rank01
@@ -42,8 +42,8 @@ def fmt(iv: stats.Interval) -> str:
     return f"{iv.value:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
 
 
-def rescore(doc: dict, resamples: int, seed: int) -> dict[str, stats.Interval]:
-    feats, per_doc = doc["layers"], doc["ablation"]["per_doc"]
+def rescore(doc: AnalysisDoc, resamples: int, seed: int) -> dict[str, stats.Interval]:
+    feats, per_doc = doc.layers, (doc.ablation or {})["per_doc"]
     harm, draws = harm_draws(per_doc, "general", resamples, seed)
     n = len(per_doc["probes"]["general"]["bytes"])
     scores = {
@@ -71,10 +71,9 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for path in args.analyses:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        doc = read_analysis(path)
         r = rescore(doc, args.resamples, args.seed)
-        feats = doc["layers"]
+        feats = doc.layers
         print(
             f"| {path} | {r['new'].n} | {fmt(r['depth'])} | {fmt(r['old'])} | {fmt(r['new'])} "
             f"| {fmt(r['new-old'])} | {fmt(r['new-depth'])} "

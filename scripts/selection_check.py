@@ -14,7 +14,6 @@ with). The adapted model is measured once first and must reproduce the study's s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
-    from omegaconf import OmegaConf
-
     from spear_mm.analyze.ablation import Ablation, LayerRestorer, selection_quality
+    from spear_mm.analyze.config import AnalyzeConfig, ProbeConfig
+    from spear_mm.analyze.document import read_analysis
     from spear_mm.analyze.run import _measure_fn
     from spear_mm.analyze.validate import ScoreSpec, combined_score, ranking
     from spear_mm.io.checkpoint import CheckpointReader
@@ -38,22 +37,16 @@ def main() -> int:
     ap.add_argument("--seq-len", type=int, default=256)
     args = ap.parse_args()
 
-    doc = json.loads(Path(args.analysis).read_text())
-    abl = doc["ablation"]
+    doc = read_analysis(args.analysis)
+    abl = doc.ablation or {}
     spec = ScoreSpec.load(args.score_spec)
-    order = ranking(combined_score(doc["layers"], spec))
-    probe = {
-        "names": ["general", "finance"],
-        "max_tokens": args.max_tokens,
-        "seq_len": args.seq_len,
-        "batch_size": 8,
-        "autocast_bf16": True,
-    }
-    cfg = OmegaConf.create({"probe": probe})
-    base_dir, adapted_dir = doc["inputs"]["base"], doc["inputs"]["adapted"]
+    order = ranking(combined_score(doc.layers, spec))
+    probe = ProbeConfig(max_tokens=args.max_tokens, seq_len=args.seq_len, autocast_bf16=True)
+    base_dir, adapted_dir = doc.inputs["base"], doc.inputs["adapted"]
+    cfg = AnalyzeConfig(base=base_dir, adapted=adapted_dir, out="", probe=probe)
     with CheckpointReader(base_dir) as base, CheckpointReader(adapted_dir) as adapted:
         model, tok = load_model(adapted_dir, dtype="float32")
-        n = len(doc["layers"])
+        n = len(doc.layers)
         runner = Ablation(
             model, LayerRestorer(model, base, adapted), _measure_fn(cfg, tok), n, use_cache=False
         )

@@ -11,35 +11,34 @@ each k. Output is a Markdown table, ready for docs/benchmarks.md.
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
+from spear_mm.analyze.document import AnalysisDoc, read_analysis
 from spear_mm.analyze.validate import ScoreSpec, combined_score, spearman
 from spear_mm.errors import UserError
 
 
-def _load(path: str) -> dict:
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not doc.get("ablation"):
-        raise UserError(f"{path}: no ablation; rerun that study with ablation=true")
+def _load(path: str) -> AnalysisDoc:
+    doc = read_analysis(path)
+    if not doc.ablation or not doc.validation or doc.harm("general") is None:
+        raise UserError(f"{path}: no general-probe ablation; rerun that study with ablation=true")
     return doc
 
 
-def rho_of(spec: ScoreSpec, doc: dict) -> float:
+def rho_of(spec: ScoreSpec, doc: AnalysisDoc) -> float:
     """ρ of ``spec``'s combined score on a study vs its per-layer general harm."""
-    return spearman(combined_score(doc["layers"], spec), doc["ablation"]["harm"]["general"])
+    return spearman(combined_score(doc.layers, spec), doc.harm("general"))
 
 
 def rows(paths: list[str]) -> list[str]:
     docs = [_load(p) for p in paths]
-    fitted = [(p, ScoreSpec(**d["fitted_spec"])) for p, d in zip(paths, docs) if d["fitted_spec"]]
+    fitted = [(p, ScoreSpec(**d.fitted_spec)) for p, d in zip(paths, docs) if d.fitted_spec]
     out = ["| study | spec | fitted on | in-sample | ρ vs general harm |", "|---|---|---|---|---|"]
     for path, doc in zip(paths, docs):
-        val = doc["validation"]
+        val = doc.validation
         out.append(f"| {path} | depth baseline | — | — | {val['rho_depth']:+.3f} |")
-        used = ScoreSpec(**doc["score_spec"])
-        same = used.fitted_on == doc["inputs"]["adapted"]
+        used = ScoreSpec(**doc.score_spec)
+        same = used.fitted_on == doc.inputs.get("adapted")
         out.append(
             f"| {path} | used: {used.weights} | {used.fitted_on} | {'yes' if same else 'no'} "
             f"| {val['rho_combined']:+.3f} |"
@@ -54,7 +53,7 @@ def rows(paths: list[str]) -> list[str]:
     out.append("| study | k | method | layers | recovered | gain kept | vs ablation |")
     out.append("|---|---|---|---|---|---|---|")
     for path, doc in zip(paths, docs):
-        for k, methods in (doc["validation"].get("selection") or {}).items():
+        for k, methods in (doc.validation.get("selection") or {}).items():
             for m, q in methods.items():
                 ratio = q["ratio_vs_ablation"]
                 out.append(

@@ -12,17 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from spear_mm.analyze.document import SCHEMA_VERSION
 from spear_mm.analyze.policies import POLICIES, freeze_plan_dict, recipe_dict, recipe_header
 from spear_mm.analyze.validate import ScoreSpec, ranking
-from spear_mm.io.atomic import atomic_dir
-
-SCHEMA_VERSION = 1
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+from spear_mm.io.atomic import atomic_dir, atomic_write_text
 
 
 def _fingerprint(folder: Path) -> str | None:
@@ -83,7 +76,7 @@ def write_outputs(
     unchanged = sanity["unchanged_layers"] if sanity else []
     policies = write_policies(out, score, base, adapted, summary["tied_embeddings"], unchanged)
     doc = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,  # checked by spear_mm.analyze.document.read_analysis
         "inputs": {
             "base": str(base),
             "adapted": str(adapted),
@@ -116,11 +109,9 @@ def write_outputs(
         "fitted_spec": fitted.to_json() if fitted else None,
         "policies": policies,
     }
-    _atomic_write(out / "analysis.json", (json.dumps(doc, indent=1) + "\n").encode())
+    atomic_write_text(out / "analysis.json", json.dumps(doc, indent=1) + "\n")
     if fitted:
-        _atomic_write(
-            out / "score_spec.json", (json.dumps(fitted.to_json(), indent=1) + "\n").encode()
-        )
+        atomic_write_text(out / "score_spec.json", json.dumps(fitted.to_json(), indent=1) + "\n")
     if cfg.plot:
         from spear_mm.analyze.plot import plot_layer_impact
 

@@ -7,14 +7,14 @@ depth baseline; selection quality at each k) → ``report.write_outputs``.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from spear_mm.analyze import aggregate
 from spear_mm.analyze.ablation import Ablation, LayerRestorer, selection_quality
-from spear_mm.analyze.config import DOMAIN_PROBE, GENERAL_PROBE, general_probe
+from spear_mm.analyze.config import DOMAIN_PROBE, GENERAL_PROBE, AnalyzeConfig, general_probe
+from spear_mm.analyze.document import read_analysis
 from spear_mm.analyze.sanity import sanity_report
 from spear_mm.analyze.stream import resolve_device, stream_signals
 from spear_mm.analyze.validate import (
@@ -35,7 +35,7 @@ def _log(msg: str) -> None:
     print(f"[analyze] {msg}", file=sys.stderr, flush=True)
 
 
-def weight_analysis(base: CheckpointReader, adapted: CheckpointReader, cfg) -> dict:
+def weight_analysis(base: CheckpointReader, adapted: CheckpointReader, cfg: AnalyzeConfig) -> dict:
     """Per-tensor records, per-layer features and the kinds table, from one streaming pass."""
     records, summary = stream_signals(
         base, adapted, top_k=cfg.top_k, svd_mode=cfg.svd_mode, device=cfg.device
@@ -87,14 +87,12 @@ def load_prior(path: str, n_layers: int) -> list[float]:
 
     Not a weight signal: a profile measured once (e.g. on a pilot CPT run of the same base) and
     reused. The two studies must have the same layer count."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        values = [float(v) for v in data["ablation"]["harm"][GENERAL_PROBE]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    values = read_analysis(path).harm(GENERAL_PROBE)
+    if values is None:
         raise UserError(
-            f"analyze prior={path}: not an analysis.json with a '{GENERAL_PROBE}' ablation "
-            f"({exc!r}); run that study with ablation=true 'probe.names=[general,finance]'"
-        ) from None
+            f"analyze prior={path}: an analysis.json without a '{GENERAL_PROBE}' ablation; run "
+            "that study with ablation=true 'probe.names=[general,finance]'"
+        )
     if len(values) != n_layers:
         raise UserError(
             f"analyze prior={path}: {len(values)} layers there, {n_layers} in this model; the "
@@ -192,7 +190,7 @@ def validation(features: list[dict], score: list[float], abl: dict, cfg) -> dict
     return out
 
 
-def analyze(cfg) -> dict:
+def analyze(cfg: AnalyzeConfig) -> dict:
     """Run the whole analysis for a config; write the outputs; return analysis.json's dict."""
     from spear_mm.analyze import report
     from spear_mm.io.sources import resolve_model

@@ -60,7 +60,10 @@ class ScoreSpec:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"score_spec {p}: cannot read JSON ({exc}); pass a spec file") from None
-        data = data.get("score_spec", data)
+        if isinstance(data, dict) and "schema_version" in data:  # an analysis.json: its spec
+            from spear_mm.analyze.document import analysis_from
+
+            data = analysis_from(data, p).score_spec or {}
         weights = data.get("weights") if isinstance(data, dict) else None
         if not isinstance(weights, dict) or not weights:
             raise UserError(f"score_spec {p}: no 'weights' mapping; write {{'weights': {{...}}}}")
@@ -218,8 +221,3 @@ def fit_spec(
             break
         best = step
     return best
-
-
-def selection_overlap(picked: list[int], truth: list[int], k: int) -> float:
-    """Fraction of the truth's top-k layers that the picked top-k contains."""
-    return len(set(picked[:k]) & set(truth[:k])) / max(k, 1)

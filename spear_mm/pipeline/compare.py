@@ -14,35 +14,43 @@ import json
 import time
 from pathlib import Path
 
-from spear_mm.eval import evidence, metrics
+from spear_mm.analyze.policies import POLICIES
+from spear_mm.eval import evidence
 from spear_mm.eval.probe import Probe
 from spear_mm.io.atomic import json_safe
 from spear_mm.merge.inmemory import InMemoryMerger
 from spear_mm.merge.recipe import load_recipe
+from spear_mm.pipeline.config import CompareConfig
+from spear_mm.pipeline.document import ADAPTED, BASE, SCHEMA_VERSION, SELECTED, UNIFORM
+from spear_mm.sweep.document import read_sweep
+from spear_mm.sweep.points import derive_scores, finite_or_none
 
-POLICIES = ("conservative", "balanced", "aggressive")
 ROLE = "test"  # compare states numbers: it reads the documents nothing was chosen on
 
 
-def _models(run_dir: Path) -> list[tuple[str, Path | None]]:
-    """(label, recipe file) in table order; None marks base / adapted."""
-    rows: list[tuple[str, Path | None]] = [("base", None), ("plain CPT (adapted)", None)]
+def _models(run_dir: Path) -> list[tuple[str, str, Path | None]]:
+    """(row id, label, recipe file) in table order; None marks base / adapted. The id is what
+    readers look a row up by (spear_mm.pipeline.document); the label is for people."""
+    rows: list[tuple[str, str, Path | None]] = [
+        (BASE, "base", None),
+        (ADAPTED, "plain CPT (adapted)", None),
+    ]
     for policy in POLICIES:
-        path = run_dir / "analyze" / "recipes" / f"{policy}.yaml"
+        path = run_dir / "analyze" / "recipes" / f"{policy.name}.yaml"
         if path.is_file():
-            rows.append((f"SPEAR-MM {policy}", path))
+            rows.append((policy.name, f"SPEAR-MM {policy.name}", path))
     sweep = run_dir / "sweep"
-    doc = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else {}
-    solver = doc.get("solver") or {}
+    doc = read_sweep(sweep / "sweep.json") if (sweep / "sweep.json").is_file() else None
+    solver = (doc.solver if doc else None) or {}
     if (sweep / "selected_recipe.yaml").is_file():
         label = solver.get("selected") or "selected"
-        rows.append((f"selected ({label})", sweep / "selected_recipe.yaml"))
-    uniform = (solver.get("best_per_family") or {}).get("uniform") or {}
+        rows.append((SELECTED, f"selected ({label})", sweep / "selected_recipe.yaml"))
+    uniform = doc.best_uniform() if doc else {}
     if uniform.get("recipe"):
         path = Path(uniform["recipe"])
         path = path if path.is_absolute() else sweep / path
         if path.is_file():
-            rows.append((f"uniform baseline (knob {uniform.get('knob')})", path))
+            rows.append((UNIFORM, f"uniform baseline (knob {uniform.get('knob')})", path))
     return rows
 
 
@@ -92,14 +100,14 @@ def _probes(ccfg) -> dict[str, Probe]:
     return {n: Probe.named(n, role=ROLE, **settings) for n in ("general", "finance")}
 
 
-def _score_row(merger, tokenizer, probes, ccfg, label, recipe, layers) -> dict:
-    if label == "base":
+def _score_row(merger, tokenizer, probes, ccfg, row_id, label, recipe, layers) -> dict:
+    if row_id == BASE:
         merger.apply_layer_t([0.0] * layers, other_t=0.0)
     elif recipe is None:
         merger.reset()
     else:
         merger.apply(load_recipe(recipe))
-    row = {"model": label, "recipe": str(recipe) if recipe else None, "docs": {}}
+    row = {"id": row_id, "model": label, "recipe": str(recipe) if recipe else None, "docs": {}}
     for name, probe in probes.items():
         res = probe.score(merger.model, tokenizer)
         row[f"{name}_bpb"] = res.bpb
@@ -115,7 +123,9 @@ def _score_row(merger, tokenizer, probes, ccfg, label, recipe, layers) -> dict:
     return row
 
 
-def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path) -> dict:
+def compare_models(
+    ccfg: CompareConfig, base: Path, adapted: Path, run_dir: Path, folder: Path
+) -> dict:
     merger = InMemoryMerger.from_pretrained(base, adapted)
     from transformers import AutoTokenizer
 
@@ -123,13 +133,14 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
     probes = _probes(ccfg)
     rows = []
     done: dict[str, dict] = {}  # recipe text → its row: the same recipe is scored once
-    for label, recipe in _models(run_dir):
+    for row_id, label, recipe in _models(run_dir):
         t0 = time.perf_counter()
         text = _recipe_body(recipe)
         if text is not None and text in done:
-            rows.append({**done[text], "model": label, "recipe": str(recipe), "seconds": 0.0})
+            same = {"id": row_id, "model": label, "recipe": str(recipe), "seconds": 0.0}
+            rows.append({**done[text], **same})
             continue
-        row = _score_row(merger, tokenizer, probes, ccfg, label, recipe, merger.num_layers)
+        row = _score_row(merger, tokenizer, probes, ccfg, row_id, label, recipe, merger.num_layers)
         row["seconds"] = round(time.perf_counter() - t0, 2)
         if text is not None:
             done[text] = row
@@ -143,6 +154,7 @@ def compare_models(ccfg, base: Path, adapted: Path, run_dir: Path, folder: Path)
     meta = _probe_meta(probes, tokenizer)
     _intervals(rows, meta, int(ccfg.resamples), int(ccfg.seed))
     doc = {
+        "schema_version": SCHEMA_VERSION,  # checked by spear_mm.pipeline.document.read_compare
         "text_role": ROLE,
         "rows": rows,
         "probe": {k: v for k, v in next(iter(meta.values())).items() if k in _SETTINGS},
@@ -188,19 +200,12 @@ def _intervals(rows: list[dict], meta: dict, resamples: int, seed: int) -> None:
 
 
 def _derive(rows: list[dict]) -> None:
-    """Retention, gain kept and forgetting recovered of every row against base and adapted."""
-    base, adapted = rows[0], rows[1]
-
-    def num(value):
-        return None if value is None or not metrics.is_defined(value) else float(value)
-
+    """Retention, gain kept and forgetting recovered of every row against base and adapted,
+    with the sweep's definitions (`derive_scores`); an undefined ratio is written as null."""
+    keys = ("general_bpb", "finance_bpb")
+    base, adapted = ({k: r[k] for k in keys} for r in rows[:2])
     for row in rows:
-        g, f = row["general_bpb"], row["finance_bpb"]
-        lower = {"higher_is_better": False}  # bits per byte: lower is better
-        row["general_retention"] = num(metrics.retention(g, base["general_bpb"], **lower))
-        row["gain_kept"] = num(
-            metrics.gain_kept(f, base["finance_bpb"], adapted["finance_bpb"], **lower)
-        )
-        row["forgetting_recovered"] = num(
-            metrics.forgetting_recovered(g, base["general_bpb"], adapted["general_bpb"], **lower)
-        )
+        scores, _ = derive_scores({k: row[k] for k in keys}, base, adapted)
+        row["general_retention"] = finite_or_none(scores["retention"])
+        row["gain_kept"] = finite_or_none(scores["gain_kept"])
+        row["forgetting_recovered"] = finite_or_none(scores["recovered"])

@@ -6,26 +6,28 @@ beat a baseline; nothing here is hard-coded about the outcome.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from spear_mm.analyze.document import AnalysisDoc, read_analysis
+from spear_mm.pipeline.config import RunConfig
+from spear_mm.pipeline.document import (
+    ADAPTED,
+    BASE,
+    SELECTED,
+    UNIFORM,
+    CompareDoc,
+    read_compare,
+)
 from spear_mm.pipeline.report import Report, fmt, interval, pct, ratio_notes, ratio_text
 from spear_mm.runinfo import versions
+from spear_mm.sweep.document import SweepDoc, read_sweep
 
 PAPER_RECOVERED = 0.71  # 69.7% → 91.2% retention = 71% of the forgetting recovered
 PAPER_GAIN_KEPT = 0.94
 # The paper's two numbers are benchmark accuracies (GSM8K / ARC, finance tasks): only
 # accuracy-type columns are compared with them (docs/metrics.md).
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _row(rows: list[dict], prefix: str) -> dict | None:
-    return next((r for r in rows if r["model"].startswith(prefix)), None)
 
 
 def _ci(row: dict, key: str) -> dict | None:
@@ -102,10 +104,10 @@ def paper_finding(sel: dict | None) -> str:
     return text + ": no evidence either way against the paper's headline (intervals straddle it)."
 
 
-def uniform_finding(sel: dict | None, uni: dict | None) -> str | None:
+def uniform_finding(sel: dict | None, uni: dict | None, selected_family: str | None) -> str | None:
     if not sel or not uni:
         return None
-    if "(uniform@" in sel["model"]:
+    if selected_family == "uniform":
         return (
             f"The solver's best recipe for this target is uniform interpolation of all layers "
             f"({sel['model']}): no layer-aware recipe kept more domain gain at the target on "
@@ -126,16 +128,16 @@ def uniform_finding(sel: dict | None, uni: dict | None) -> str | None:
     )
 
 
-def _sanity_lines(analysis: dict) -> list[str]:
+def _sanity_lines(analysis: AnalysisDoc) -> list[str]:
     """The analyzer's own sanity warnings (unchanged / far-out layers vs the ranking)."""
-    sanity = analysis.get("sanity") or {}
+    sanity = analysis.sanity or {}
     return [f"Analyzer warning: {w}." for w in sanity.get("warnings") or []]
 
 
-def rho_evidence(analysis: dict, seed: int = 0) -> dict | None:
-    """ρ intervals from the ablation's per-document records (None for an older analysis.json)."""
-    per_doc = (analysis.get("ablation") or {}).get("per_doc")
-    layers, score = analysis.get("layers") or [], analysis.get("combined_score")
+def rho_evidence(analysis: AnalysisDoc, seed: int = 0) -> dict | None:
+    """ρ intervals from the ablation's per-document records (None without them)."""
+    per_doc = (analysis.ablation or {}).get("per_doc")
+    layers, score = analysis.layers, analysis.combined_score
     if not per_doc or not score or not layers or "general" not in per_doc.get("probes", {}):
         return None
     from spear_mm.analyze.uncertainty import rho_intervals
@@ -144,8 +146,8 @@ def rho_evidence(analysis: dict, seed: int = 0) -> dict | None:
     return rho_intervals(score, depth, per_doc, probe="general", seed=seed)
 
 
-def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
-    val = analysis.get("validation")
+def analyzer_findings(analysis: AnalysisDoc) -> tuple[list[str], list[dict]]:
+    val = analysis.validation
     if not val:
         return (
             [
@@ -164,7 +166,7 @@ def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
             "analysis.json has no per-document records, so no interval and no verdict."
         ]
     else:
-        probe = (analysis["ablation"].get("per_doc") or {}).get("probes", {}).get("general", {})
+        probe = (analysis.ablation.get("per_doc") or {}).get("probes", {}).get("general", {})
         lines = [
             f"The analyzer's combined weight-only score ranks layers with Spearman ρ = "
             f"{interval(ev['rho_combined'].record(), digits=2)} against the ablation's general "
@@ -201,16 +203,16 @@ def analyzer_findings(analysis: dict) -> tuple[list[str], list[dict]]:
                     "note": f"ρ given depth {fmt(given.get(name), 2)}" if name in given else "",
                 }
             )
-    timing = analysis.get("timing") or {}
+    timing = analysis.timing
     ratio = timing.get("cost_ratio_weight_over_ablation")
     if ratio is not None:
         lines.append(f"Weight-only analysis cost {pct(ratio)} of the per-layer ablation's time.")
     return lines, table
 
 
-def _role_counts(compare: dict) -> str:
+def _role_counts(compare: CompareDoc) -> str:
     parts = []
-    for name, rec in (compare.get("roles") or {}).items():
+    for name, rec in compare.roles.items():
         n = {r: len(ids) for r, ids in rec["roles"].items()}
         parts.append(
             f"{name}: {n.get('calibration', 0)} / {n.get('selection', 0)} / {n.get('test', 0)} "
@@ -219,23 +221,27 @@ def _role_counts(compare: dict) -> str:
     return "; ".join(parts) or "no role record"
 
 
-def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) -> Report:
-    compare = _read(run_dir / "compare" / "compare.json")
-    rows = compare.get("rows", [])
-    analysis = _read(run_dir / "analyze" / "analysis.json")
-    sweep = _read(run_dir / "sweep" / "sweep.json")
-    solver = sweep.get("solver") or {}
+def build_report(
+    cfg: RunConfig, run_dir: Path, markers: list[dict], fresh_seconds: float
+) -> Report:
+    """The report of a finished study, from its three stage documents (read by their readers;
+    table rows looked up by their stable ids, never by their display labels)."""
+    compare = read_compare(run_dir / "compare" / "compare.json")
+    rows = compare.rows
+    analysis = read_analysis(run_dir / "analyze" / "analysis.json")
+    sweep: SweepDoc = read_sweep(run_dir / "sweep" / "sweep.json")
+    solver = sweep.solver or {}
     target = f"{solver.get('metric')} ≥ {solver.get('target')}" if solver else "none"
-    base, adapted = _row(rows, "base"), _row(rows, "plain CPT")
-    sel, uni = _row(rows, "selected"), _row(rows, "uniform baseline")
+    base, adapted = compare.row(BASE), compare.row(ADAPTED)
+    sel, uni = compare.row(SELECTED), compare.row(UNIFORM)
     findings = [cpt_finding(base, adapted)] if base and adapted else []
     findings.append(selected_finding(sel, target))
     findings.append(paper_finding(sel))
     if solver.get("message"):
         findings.append(f"Solver: {solver['message']}")
-    if (u := uniform_finding(sel, uni)) is not None:
+    if (u := uniform_finding(sel, uni, sweep.selected_family())) is not None:
         findings.append(u)
-    verdict = sweep.get("verdict") or {}
+    verdict = sweep.verdict or {}
     if verdict.get("summary"):
         findings.append(
             "Sweep verdict (layer-aware families vs the uniform line, selection-role text): "
@@ -243,7 +249,7 @@ def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) 
         )
     a_lines, table = analyzer_findings(analysis)
     findings += a_lines
-    findings += [f"Note: {n}" for n in sweep.get("notes", [])]
+    findings += [f"Note: {n}" for n in sweep.notes]
     costs = [
         {"stage": m["stage"], "seconds": m["seconds"], "cached": m.get("cached", False)}
         for m in markers
@@ -255,8 +261,8 @@ def build_report(cfg, run_dir: Path, markers: list[dict], fresh_seconds: float) 
         "the sweep and solver selection documents, this table test documents — "
         f"{_role_counts(compare)}; ids in compare/compare.json `roles`.",
         f"Probes: bits per byte on held-out general and finance text "
-        f"({compare.get('probe', {}).get('max_tokens', '?')} tokens each); intervals: paired "
-        f"bootstrap, {(compare.get('bootstrap') or {}).get('resamples', '?')} resamples.",
+        f"({compare.probe.get('max_tokens', '?')} tokens each); intervals: paired "
+        f"bootstrap, {compare.bootstrap.get('resamples', '?')} resamples.",
         f"Wall time of this invocation: {fresh_seconds:.0f} s "
         f"(stages first computed in {sum(c['seconds'] for c in costs):.0f} s).",
     ]

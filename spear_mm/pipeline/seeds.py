@@ -10,27 +10,30 @@ seeds, and each seed's verdicts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from spear_mm.pipeline.document import ADAPTED, SELECTED, UNIFORM, read_compare
+from spear_mm.sweep.document import read_sweep
 
+# (row id in compare.json, the name the summary gives it, the number)
 HEADLINE = (
-    ("plain CPT (adapted)", "general_bpb"),
-    ("plain CPT (adapted)", "finance_bpb"),
-    ("selected", "gain_kept"),
-    ("selected", "forgetting_recovered"),
-    ("uniform baseline", "gain_kept"),
-    ("uniform baseline", "forgetting_recovered"),
+    (ADAPTED, "plain CPT (adapted)", "general_bpb"),
+    (ADAPTED, "plain CPT (adapted)", "finance_bpb"),
+    (SELECTED, "selected", "gain_kept"),
+    (SELECTED, "selected", "forgetting_recovered"),
+    (UNIFORM, "uniform baseline", "gain_kept"),
+    (UNIFORM, "uniform baseline", "forgetting_recovered"),
 )
 
 
 def seed_config(cfg, seed: int):
     """The run config of one seed: its own sub-folder, no further seed list."""
     out = str(Path(cfg.out) / f"seed_{seed}")
-    return OmegaConf.merge(cfg, {"seed": int(seed), "out": out, "seeds": []})
+    return dataclasses.replace(cfg, seed=int(seed), out=out, seeds=[])
 
 
 def _value(row: dict | None, key: str) -> tuple[float | None, dict | None]:
@@ -45,16 +48,14 @@ def _value(row: dict | None, key: str) -> tuple[float | None, dict | None]:
 
 def seed_record(run_dir: Path, seed: int) -> dict:
     """One seed's headline numbers and verdicts, read from its finished study."""
-    compare = json.loads((run_dir / "compare" / "compare.json").read_text())
-    sweep = json.loads((run_dir / "sweep" / "sweep.json").read_text())
-    rows = compare["rows"]
+    compare = read_compare(run_dir / "compare" / "compare.json")
+    sweep = read_sweep(run_dir / "sweep" / "sweep.json")
     numbers = {}
-    for prefix, key in HEADLINE:
-        row = next((r for r in rows if r["model"].startswith(prefix)), None)
-        value, iv = _value(row, key)
-        numbers[f"{prefix}: {key}"] = {"value": value, "interval": iv}
-    selected = next((r for r in rows if r["model"].startswith("selected")), None)
-    verdict = sweep.get("verdict") or {}
+    for row_id, name, key in HEADLINE:
+        value, iv = _value(compare.row(row_id), key)
+        numbers[f"{name}: {key}"] = {"value": value, "interval": iv}
+    selected = compare.row(SELECTED)
+    verdict = sweep.verdict or {}
     return {
         "seed": seed,
         "folder": str(run_dir),

@@ -8,7 +8,8 @@ import math
 from spear_mm.io.atomic import atomic_write_text, json_safe
 from spear_mm.sweep import evidence, report
 from spear_mm.sweep import frontier as fr
-from spear_mm.sweep.config import target_of
+from spear_mm.sweep.config import SweepConfig
+from spear_mm.sweep.document import SCHEMA_VERSION
 from spear_mm.sweep.points import SweepPoint
 from spear_mm.sweep.runner import Sweep, evaluate_point, snap
 from spear_mm.sweep.solver import Solution, solve
@@ -19,7 +20,7 @@ SELECTED = "selected_recipe.yaml"
 
 def run_solver(sw: Sweep) -> Solution | None:
     """Bisect every family around the target, add the refined points, pick the best."""
-    target = target_of(sw.cfg)
+    target = sw.cfg.target()
     if target is None:
         return None
     metric, value = target
@@ -46,7 +47,7 @@ def y_axis(sw: Sweep) -> str:
     """The frontier's y metric: `axis`, else the target's metric, else forgetting recovered."""
     if sw.cfg.axis != "auto":
         return general_axis(sw, sw.cfg.axis)
-    target = target_of(sw.cfg)
+    target = sw.cfg.target()
     return general_axis(sw, target[0] if target else "recovered")
 
 
@@ -133,6 +134,7 @@ def write_outputs(sw: Sweep, sol: Solution | None) -> dict:
     front = frontier_indices(sw, y)
     selected_file = write_selected(sw, sol) if sol else None
     doc = {
+        "schema_version": SCHEMA_VERSION,  # checked by spear_mm.sweep.document.read_sweep
         "base": str(sw.base_dir),
         "adapted": str(sw.adapted_dir),
         "analysis": sw.cfg.analysis,
@@ -161,7 +163,7 @@ def write_outputs(sw: Sweep, sol: Solution | None) -> dict:
             sw.out / "frontier.png",
             y=y,
             frontier=[sw.points[i] for i in front],
-            target=target_of(sw.cfg),
+            target=sw.cfg.target(),
             selected=sol.selected if sol else None,
         )
     return doc
@@ -194,7 +196,7 @@ def _sanity_notes(sw: Sweep) -> list[str]:
     return notes
 
 
-def run_sweep(cfg) -> dict:
+def run_sweep(cfg: SweepConfig) -> dict:
     """The whole sweep for a validated config; returns sweep.json's dict."""
     from spear_mm.sweep.runner import baselines, grid, setup
 

@@ -196,7 +196,9 @@ def test_sweep_writes_the_moot_t_comment_and_merges_it(planted, tmp_path):
 
     base, adapted, _ = planted
     analysis = tmp_path / "analysis.json"
-    analysis.write_text(json.dumps({"schema_version": 1, "layer_ranking": [1, 2, 0, 5, 3, 4, 6, 7]}))
+    analysis.write_text(
+        json.dumps({"schema_version": 1, "layer_ranking": [1, 2, 0, 5, 3, 4, 6, 7]})
+    )
     cfg = compose(  # typed, as hydra_app hands it to the task
         "sweep",
         [f"base={base}", f"adapted={adapted}", f"analysis={analysis}", f"out={tmp_path / 'o'}",

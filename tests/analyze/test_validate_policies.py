@@ -44,9 +44,14 @@ def test_fit_recovers_planted_feature_and_spec_roundtrip(tmp_path):
         validate.spearman(validate.combined_score(feats, spec), harm)
     )
     path = tmp_path / "spec.json"
-    path.write_text(json.dumps({"score_spec": spec.to_json()}))
-    again = validate.ScoreSpec.load(path)
-    assert again.weights == spec.weights
+    path.write_text(json.dumps(spec.to_json()))  # a score_spec.json
+    assert validate.ScoreSpec.load(path).weights == spec.weights
+    analysis = {"schema_version": 1, "layer_ranking": [0], "score_spec": spec.to_json()}
+    path.write_text(json.dumps(analysis))  # an analysis.json: its spec, through its reader
+    assert validate.ScoreSpec.load(path).weights == spec.weights
+    path.write_text(json.dumps({**analysis, "schema_version": 7}))
+    with pytest.raises(UserError, match="schema_version 7, expected schema_version 1"):
+        validate.ScoreSpec.load(path)
     with pytest.raises(UserError, match="not computed"):
         validate.combined_score([{"depth": 1.0}], validate.ScoreSpec({"missing": 1.0}))
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from spear_mm.analyze.document import SCHEMA_VERSION, AnalysisDoc
 from spear_mm.pipeline.stages import Stage, run_stage, stage_key
 
 
@@ -63,18 +64,18 @@ def test_resumable_stage_reenters_same_folder(tmp_path):
 
 def test_analyze_key_follows_the_content_of_named_files(tmp_path, monkeypatch):
     """score_spec= / prior= files are keyed by content: editing one in place recomputes."""
-    from omegaconf import OmegaConf
-
+    from spear_mm.pipeline.config import RunConfig
     from spear_mm.pipeline.study import analyze_stage
 
     spec = tmp_path / "spec.json"
     spec.write_text('{"weights": {"depth": 1.0}}')
-    cfg = OmegaConf.create({"analyze": {"score_spec": str(spec), "prior": None}})
+    cfg = RunConfig()
+    cfg.analyze.score_spec = str(spec)
     first = analyze_stage(cfg, tmp_path, tmp_path, "up").key
     assert analyze_stage(cfg, tmp_path, tmp_path, "up").key == first
     spec.write_text('{"weights": {"depth": 0.5}}')
     assert analyze_stage(cfg, tmp_path, tmp_path, "up").key != first
-    plain = OmegaConf.create({"analyze": {"score_spec": None, "prior": None}})
+    plain = RunConfig()
     assert "files" not in analyze_stage(plain, tmp_path, tmp_path, "up").payload
     from spear_mm.analyze import validate
 
@@ -83,7 +84,7 @@ def test_analyze_key_follows_the_content_of_named_files(tmp_path, monkeypatch):
     assert analyze_stage(plain, tmp_path, tmp_path, "up").key != default_key
 
 
-def _analysis(harm_scale: float, seed: int = 0, layers: int = 8, docs: int = 40) -> dict:
+def _analysis(harm_scale: float, seed: int = 0, layers: int = 8, docs: int = 40) -> AnalysisDoc:
     """A synthetic analysis.json: per-document NLL of adapted, base and each layer restore.
 
     Layer i's restore lowers every document's NLL by harm_scale * i * bytes (plus noise), so
@@ -102,12 +103,18 @@ def _analysis(harm_scale: float, seed: int = 0, layers: int = 8, docs: int = 40)
         "per_layer": per_layer,
         "probes": {"general": {"bytes": list(nbytes), "max_tokens": 2048}},
     }
-    return {
-        "validation": {"rho_combined": 1.0, "rho_depth": -1.0, "rho_signals": {}},
-        "ablation": {"per_doc": per_doc},
-        "combined_score": [float(i) for i in range(layers)],
-        "layers": [{"depth": float(layers - i)} for i in range(layers)],
-    }
+    return _doc(
+        validation={"rho_combined": 1.0, "rho_depth": -1.0, "rho_signals": {}},
+        ablation={"per_doc": per_doc},
+        combined_score=[float(i) for i in range(layers)],
+        layers=[{"depth": float(layers - i)} for i in range(layers)],
+    )
+
+
+def _doc(**fields) -> AnalysisDoc:
+    """An analysis document as its reader returns it."""
+    ranking = list(range(len(fields.get("layers") or [])))
+    return AnalysisDoc(schema_version=SCHEMA_VERSION, layer_ranking=ranking, **fields)
 
 
 def test_analyzer_verdict_comes_from_the_rho_interval():
@@ -132,5 +139,5 @@ def test_analyzer_without_records_states_no_verdict():
     from spear_mm.pipeline.findings import analyzer_findings
 
     val = {"rho_combined": 0.21, "rho_depth": 0.16, "rho_signals": {}}
-    lines, _ = analyzer_findings({"validation": val, "ablation": {"probe": {"max_tokens": 2048}}})
+    lines, _ = analyzer_findings(_doc(validation=val, ablation={"probe": {"max_tokens": 2048}}))
     assert "no verdict" in lines[0] and "beats" not in lines[0]

@@ -12,8 +12,11 @@ def analysis(tiny_pair, tmp_path_factory):
     path = tmp_path_factory.mktemp("analysis") / "analysis.json"
     path.write_text(
         json.dumps(
-            {"schema_version": 1, "layer_ranking": [2, 0, 3, 1],
-             "combined_score": [0.5, 0.1, 0.9, 0.3]}
+            {
+                "schema_version": 1,
+                "layer_ranking": [2, 0, 3, 1],
+                "combined_score": [0.5, 0.1, 0.9, 0.3],
+            }
         )  # fmt: skip
     )
     return path
