@@ -108,8 +108,3 @@ def kind_table(
 
 def _is_bias(record: TensorRecord) -> bool:
     return classify(record.name).param == "bias"
-
-
-def global_records(records: list[TensorRecord]) -> dict[str, dict[str, float]]:
-    """Signals of the tensors outside the blocks (embeddings, final norm, lm_head)."""
-    return {r.name: dict(r.signals) for r in records if r.layer is None}

@@ -39,7 +39,7 @@ class AnalyzeConfig:
     adapted: str = MISSING
     out: str = MISSING
     device: str = "auto"  # SVDs and ablation: auto = cuda when available
-    svd_mode: str = "exact"  # exact | fast (Gram eigenvalues + randomized top-k)
+    svd_mode: str = "exact"  # exact (fp32 SVD) | fast (Gram eigh: spectra + top directions)
     top_k: int = 16  # base singular directions used by top_drift (capped by the MP count)
     seed: int = 0
     score_spec: str | None = None  # JSON spec (or an analysis.json) fitted on another study

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -32,14 +32,9 @@ class TensorRecord:
     signals: dict[str, float]
 
     def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "layer": self.layer,
-            "kind": self.kind,
-            "group": self.group,
-            "shape": self.shape,
-            **self.signals,
-        }
+        """The place fields in declaration order, then the signals flattened beside them."""
+        place = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "signals"}
+        return {**place, **self.signals}
 
 
 def resolve_device(device: str) -> torch.device:

@@ -18,6 +18,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+Scores = Mapping[str, float]  # task → score
+Direction = bool | Mapping[str, bool]  # higher_is_better, for all tasks or per task
+
 
 class Undefined(float):
     """NaN with a reason: the result of a ratio that has no meaning for these scores."""
@@ -198,24 +201,14 @@ def _mean_of(fn, model, base, adapted, higher_is_better, min_delta: float) -> Av
 
 
 def mean_gain_kept(
-    model: Mapping[str, float],
-    base: Mapping[str, float],
-    adapted: Mapping[str, float],
-    higher_is_better: bool | Mapping[str, bool],
-    *,
-    min_delta: float = 0.0,
+    model: Scores, base: Scores, adapted: Scores, higher_is_better: Direction, *, min_delta=0.0
 ) -> Average:
     """Average of per-task `gain_kept` over the tasks present in all three mappings."""
     return _mean_of(gain_kept, model, base, adapted, higher_is_better, min_delta)
 
 
 def mean_forgetting_recovered(
-    model: Mapping[str, float],
-    base: Mapping[str, float],
-    adapted: Mapping[str, float],
-    higher_is_better: bool | Mapping[str, bool],
-    *,
-    min_delta: float = 0.0,
+    model: Scores, base: Scores, adapted: Scores, higher_is_better: Direction, *, min_delta=0.0
 ) -> Average:
     """Average of per-task `forgetting_recovered` over the tasks present in all three mappings."""
     return _mean_of(forgetting_recovered, model, base, adapted, higher_is_better, min_delta)
@@ -237,12 +230,7 @@ def _pooled(
 
 
 def pooled_forgetting_recovered(
-    model: Mapping[str, float],
-    base: Mapping[str, float],
-    adapted: Mapping[str, float],
-    higher_is_better: bool | Mapping[str, bool],
-    *,
-    min_delta: float = 0.0,
+    model: Scores, base: Scores, adapted: Scores, higher_is_better: Direction, *, min_delta=0.0
 ) -> float:
     """Forgetting recovered on the *mean retention*: (R_model - R_adapted) / (1 - R_adapted).
 
@@ -256,12 +244,7 @@ def pooled_forgetting_recovered(
 
 
 def pooled_gain_kept(
-    model: Mapping[str, float],
-    base: Mapping[str, float],
-    adapted: Mapping[str, float],
-    higher_is_better: bool | Mapping[str, bool],
-    *,
-    min_delta: float = 0.0,
+    model: Scores, base: Scores, adapted: Scores, higher_is_better: Direction, *, min_delta=0.0
 ) -> float:
     """Gain kept on the mean base-normalized score: (N_model - 1) / (N_adapted - 1).
 

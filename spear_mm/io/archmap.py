@@ -118,8 +118,3 @@ def is_tied(config: dict, names) -> bool:
     if "lm_head.weight" not in names and any(n.endswith("embed_tokens.weight") for n in names):
         return True
     return bool(config.get("tie_word_embeddings", False))
-
-
-def layer_of(names, layer: int) -> list[str]:
-    """Names of the tensors of one block."""
-    return [n for n in names if classify(n).layer == layer]

@@ -83,35 +83,29 @@ def analyze_stage(cfg: RunConfig, base: Path, adapted: Path, upstream: str) -> S
     return Stage("analyze", payload, run)
 
 
-def sweep_stage(
-    cfg: RunConfig, base: Path, adapted: Path, analysis_dir: Path, upstream: list[str]
-) -> Stage:
-    payload = {"sweep": _section(cfg, "sweep"), "base": str(base), "upstream": upstream}
+def _payload(cfg: RunConfig, section: str, base: Path, upstream: list[str]) -> dict:
+    """A stage's cache key inputs: its config section, the base and the upstream stage keys."""
+    return {section: _section(cfg, section), "base": str(base), "upstream": upstream}
 
+
+def sweep_stage(cfg: RunConfig, base: Path, adapted: Path, analysis: Path, up: list[str]) -> Stage:
     def run(folder: Path) -> dict:
         from spear_mm.sweep.finish import run_sweep
 
-        scfg = _stage_cfg(
-            cfg.sweep, base=base, adapted=adapted, out=folder,
-            analysis=analysis_dir / "analysis.json",
-        )  # fmt: skip
+        scfg = _stage_cfg(cfg.sweep, base=base, adapted=adapted, out=folder, analysis=analysis)
         doc = run_sweep(scfg)
         return {"solver": _jsonable(doc.get("solver")), "verdict": _jsonable(doc.get("verdict"))}
 
-    return Stage("sweep", payload, run)
+    return Stage("sweep", _payload(cfg, "sweep", base, up), run)
 
 
-def compare_stage(
-    cfg: RunConfig, base: Path, adapted: Path, run_dir: Path, upstream: list[str]
-) -> Stage:
-    payload = {"compare": _section(cfg, "compare"), "base": str(base), "upstream": upstream}
-
+def compare_stage(cfg: RunConfig, base: Path, adapted: Path, run_dir: Path, up: list[str]) -> Stage:
     def run(folder: Path) -> dict:
         from spear_mm.pipeline.compare import compare_models
 
         return compare_models(cfg.compare, base, adapted, run_dir, folder)
 
-    return Stage("compare", payload, run)
+    return Stage("compare", _payload(cfg, "compare", base, up), run)
 
 
 def _jsonable(obj):
@@ -139,7 +133,8 @@ def run_study(cfg: RunConfig) -> int:
     analysis = run_stage(run_dir, analyze_stage(cfg, base, adapted, train["key"]), _log)
     markers.append(analysis)
     keys = [train["key"], analysis["key"]]
-    sweep = run_stage(run_dir, sweep_stage(cfg, base, adapted, run_dir / "analyze", keys), _log)
+    analysis_file = run_dir / "analyze" / "analysis.json"
+    sweep = run_stage(run_dir, sweep_stage(cfg, base, adapted, analysis_file, keys), _log)
     markers.append(sweep)
     keys.append(sweep["key"])
     compare = run_stage(run_dir, compare_stage(cfg, base, adapted, run_dir, keys), _log)

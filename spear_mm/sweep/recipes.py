@@ -15,11 +15,9 @@ A ``kinds`` point has one rule per kind group and run of layers (``{kinds: atten
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import yaml
 
-from spear_mm.merge.recipe import Recipe, recipe_from_dict
 from spear_mm.sweep.schedule import Schedule
 
 T_DIGITS = 6
@@ -62,11 +60,6 @@ def recipe_dict(
     if schedule.params:
         data["parameters"] = dict(schedule.params)
     return data
-
-
-def build_recipe(data: dict, source: Path | None = None) -> Recipe:
-    """Validate a recipe mapping through the merge package (raises UserError when invalid)."""
-    return recipe_from_dict(data, source)
 
 
 def recipe_yaml(schedule: Schedule, data: dict) -> str:
