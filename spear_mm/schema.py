@@ -1,7 +1,9 @@
 """Validate a composed config against a verb's dataclass schema (below every stage).
 
-`spear_mm.cli.hydra_app` composes `conf/<verb>.yaml` with the command line; the pipeline validates
-each stage's section with the same function, so neither depends on the other.
+`spear_mm.cli.hydra_app` composes `conf/<verb>.yaml` with the command line and validates it here,
+then hands the task the dataclass (`OmegaConf.to_object`): tasks and pipeline stages only ever see
+typed configs (the pipeline fills a stage's paths with `dataclasses.replace`, which re-runs its
+checks).
 """
 
 from __future__ import annotations

@@ -96,3 +96,26 @@ def test_eval_include_path_runs_a_users_own_task(tiny_base, tmp_path, capsys):
     assert results["tasks"]["my_ppl"]["score"] > 0
     assert main([*args[:-1], f"include_path={tmp_path / 'nope'}"]) == 2
     assert "include_path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "verb, schema, args",
+    [
+        ("analyze", "spear_mm.analyze.config:AnalyzeConfig", ["base=a", "adapted=b"]),
+        ("sweep", "spear_mm.sweep.config:SweepConfig", ["base=a", "adapted=b"]),
+        ("run", "spear_mm.pipeline.config:RunConfig", ["experiment=tiny"]),
+        ("train", "spear_mm.train.config:TrainConfig", []),
+    ],
+)
+def test_every_task_gets_its_dataclass(verb, schema, args, tmp_path):
+    """hydra_app converts once: the task receives `cfg: XConfig`, never a DictConfig."""
+    import importlib
+
+    from spear_mm.cli.hydra_app import run_verb
+
+    module, name = schema.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    seen = []
+    assert run_verb(verb, [*args, f"out={tmp_path / 'o'}"], cls, seen.append) == 0
+    assert type(seen[0]) is cls and seen[0].out == str(tmp_path / "o")
+    assert (tmp_path / "o" / "config.yaml").is_file()  # the resolved config is still saved

@@ -50,6 +50,16 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
     labels = [r["model"] for r in rows]
     assert labels[:2] == ["base", "plain CPT (adapted)"]
     assert any(label.startswith("SPEAR-MM balanced") for label in labels)
+    from spear_mm.analyze.document import read_analysis
+    from spear_mm.pipeline.document import read_compare
+    from spear_mm.sweep.document import read_sweep
+
+    table = read_compare(out / "compare/compare.json")  # each document through its one reader
+    ids = [r["id"] for r in table.rows]
+    assert ids[:5] == ["base", "adapted", "conservative", "balanced", "aggressive"]
+    assert table.row("selected") is not None and table.row("uniform") is not None
+    assert read_sweep(out / "sweep/sweep.json").solver["selected"]
+    assert sorted(read_analysis(out / "analyze/analysis.json").layer_ranking) == [0, 1, 2, 3]
     assert all(r["general_mc"] is not None for r in rows)
     compare = json.loads((out / "compare/compare.json").read_text())
     assert compare["text_role"] == "test" and compare["bootstrap"]["resamples"] == 2000
