@@ -61,8 +61,6 @@ def write_run_info(out_dir, cfg=None, seeds: dict | None = None, **extra) -> Pat
     if cfg is not None:
         from omegaconf import OmegaConf
 
-        if not OmegaConf.is_config(cfg):
-            cfg = OmegaConf.structured(cfg)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (out / "run_info.json").write_text(json.dumps(run_info(seeds, **extra), indent=2) + "\n")
     return out

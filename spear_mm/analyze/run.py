@@ -87,7 +87,10 @@ def load_prior(path: str, n_layers: int) -> list[float]:
 
     Not a weight signal: a profile measured once (e.g. on a pilot CPT run of the same base) and
     reused. The two studies must have the same layer count."""
-    values = read_analysis(path).harm(GENERAL_PROBE)
+    try:
+        values = read_analysis(path).harm(GENERAL_PROBE)
+    except UserError as exc:  # the reader's message starts with the file: name the key too
+        raise UserError(f"analyze prior={exc}") from None
     if values is None:
         raise UserError(
             f"analyze prior={path}: an analysis.json without a '{GENERAL_PROBE}' ablation; run "
