@@ -10,11 +10,13 @@ bits-per-byte documents taken from the bundled held-out corpora.
 dataset (the same prompt, choices, target and metrics): how the online finance pack is tested
 offline, and how an offline user supplies a copy of a public dataset.
 
-Stdlib + yaml only; lm-eval is never imported here.
+Stdlib + yaml (plus `eval.config.SuiteConfig` for the defaults a suite file leaves out); lm-eval is
+never imported here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -63,7 +65,9 @@ def load_suite(name: str) -> dict:
     body = yaml.safe_load(path.read_text()) or {}
     if name not in body or not isinstance(body[name].get("tasks"), list):
         raise UserError(f"suite file {path}: expected a top-level '{name}:' with a 'tasks' list")
-    return body[name]
+    from spear_mm.eval.config import SuiteConfig  # the defaults the file does not restate
+
+    return {**dataclasses.asdict(SuiteConfig()), **body[name]}
 
 
 def expand(names: Iterable[str]) -> list[str]:

@@ -193,7 +193,7 @@ def _intervals(rows: list[dict], meta: dict, resamples: int, seed: int) -> None:
         for row, entry in zip(rows, table, strict=True):
             row["ci"][key] = entry["accuracy"] if entry else None
             row["ci"][f"{key}_{kind}"] = entry[kind] if entry else None
-    uni = next((i for i, r in enumerate(rows) if r["model"].startswith("uniform")), None)
+    uni = next((i for i, r in enumerate(rows) if r["id"] == UNIFORM), None)
     if uni is not None:
         for row, d in zip(rows, evidence.bpb_differences(g, f, uni, **kw), strict=True):
             row["vs_uniform"] = d

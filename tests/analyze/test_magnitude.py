@@ -215,7 +215,9 @@ def test_sweep_writes_the_moot_t_comment_and_merges_it(planted, tmp_path):
 
 
 def test_study_report_repeats_the_sanity_warnings():
+    from spear_mm.analyze.document import AnalysisDoc
     from spear_mm.pipeline.findings import analyzer_findings
 
-    lines, _ = analyzer_findings({"validation": None, "sanity": {"warnings": ["layer 3 odd"]}})
+    doc = AnalysisDoc(schema_version=1, layer_ranking=[0], sanity={"warnings": ["layer 3 odd"]})
+    lines, _ = analyzer_findings(doc)
     assert "Analyzer warning: layer 3 odd." in lines

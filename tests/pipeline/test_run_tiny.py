@@ -57,7 +57,7 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
     table = read_compare(out / "compare/compare.json")  # each document through its one reader
     ids = [r["id"] for r in table.rows]
     assert ids[:5] == ["base", "adapted", "conservative", "balanced", "aggressive"]
-    assert table.row("selected") is not None and table.row("uniform") is not None
+    assert table.row("selected") is not None  # (no uniform row: none meets the tiny target)
     assert read_sweep(out / "sweep/sweep.json").solver["selected"]
     assert sorted(read_analysis(out / "analyze/analysis.json").layer_ranking) == [0, 1, 2, 3]
     assert all(r["general_mc"] is not None for r in rows)

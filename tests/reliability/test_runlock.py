@@ -92,12 +92,19 @@ def test_other_os_errors_pass_through(tmp_path):
 
 def test_run_task_enospc_restores_and_removes(tmp_path):
     """The Hydra runner: a task whose write fails with ENOSPC → UserError, nothing left."""
+    from dataclasses import dataclass
+
     from omegaconf import OmegaConf
 
     from spear_mm.cli.hydra_app import _run_task
 
+    @dataclass
+    class Cfg:  # a verb's schema: the task gets the dataclass
+        out: str
+        seed: int = 0
+
     out = tmp_path / "out"
-    cfg = OmegaConf.create({"out": str(out), "seed": 0})
+    cfg = OmegaConf.structured(Cfg(out=str(out)))
 
     def task(cfg):
         (Path(cfg.out) / "partial.bin").write_bytes(b"x" * 10)
