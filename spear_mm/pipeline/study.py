@@ -14,7 +14,9 @@ from pathlib import Path
 
 from spear_mm.io.sources import resolve_model
 from spear_mm.pipeline.config import RunConfig
+from spear_mm.pipeline.document import SCHEMA_VERSION as COMPARE_DOC
 from spear_mm.pipeline.stages import Stage, run_stage
+from spear_mm.sweep.document import SCHEMA_VERSION as SWEEP_DOC
 
 
 def _log(msg: str) -> None:
@@ -83,9 +85,11 @@ def analyze_stage(cfg: RunConfig, base: Path, adapted: Path, upstream: str) -> S
     return Stage("analyze", payload, run)
 
 
-def _payload(cfg: RunConfig, section: str, base: Path, upstream: list[str]) -> dict:
-    """A stage's cache key inputs: its config section, the base and the upstream stage keys."""
-    return {section: _section(cfg, section), "base": str(base), "upstream": upstream}
+def _payload(cfg: RunConfig, section: str, base: Path, upstream: list[str], doc: int) -> dict:
+    """A stage's cache key inputs: its config section, the base, the upstream stage keys and the
+    schema version of the document it writes (a new layout recomputes the stage, so no reader
+    meets a cached file of an older version)."""
+    return {section: _section(cfg, section), "base": str(base), "upstream": upstream, "doc": doc}
 
 
 def sweep_stage(cfg: RunConfig, base: Path, adapted: Path, analysis: Path, up: list[str]) -> Stage:
@@ -96,7 +100,7 @@ def sweep_stage(cfg: RunConfig, base: Path, adapted: Path, analysis: Path, up: l
         doc = run_sweep(scfg)
         return {"solver": _jsonable(doc.get("solver")), "verdict": _jsonable(doc.get("verdict"))}
 
-    return Stage("sweep", _payload(cfg, "sweep", base, up), run)
+    return Stage("sweep", _payload(cfg, "sweep", base, up, SWEEP_DOC), run)
 
 
 def compare_stage(cfg: RunConfig, base: Path, adapted: Path, run_dir: Path, up: list[str]) -> Stage:
@@ -105,7 +109,7 @@ def compare_stage(cfg: RunConfig, base: Path, adapted: Path, run_dir: Path, up: 
 
         return compare_models(cfg.compare, base, adapted, run_dir, folder)
 
-    return Stage("compare", _payload(cfg, "compare", base, up), run)
+    return Stage("compare", _payload(cfg, "compare", base, up, COMPARE_DOC), run)
 
 
 def _jsonable(obj):

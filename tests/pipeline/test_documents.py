@@ -108,3 +108,16 @@ def test_compare_rows_need_ids(tmp_path):
     path.write_text(json.dumps(doc))
     assert read_compare(path).row("base")["model"] == "base"
     assert read_compare(path).row("uniform") is None
+
+
+def test_a_new_document_version_recomputes_its_stage(monkeypatch, tmp_path):
+    """A cached sweep / compare folder of an older layout is never handed to the new reader."""
+    from spear_mm.pipeline import study
+
+    cfg, up = RunConfig(), ["upstream-key"]
+    sweep = study.sweep_stage(cfg, tmp_path, tmp_path, tmp_path, up).key
+    compare = study.compare_stage(cfg, tmp_path, tmp_path, tmp_path, up).key
+    monkeypatch.setattr(study, "SWEEP_DOC", sweep_doc.SCHEMA_VERSION + 1)
+    monkeypatch.setattr(study, "COMPARE_DOC", compare_doc.SCHEMA_VERSION + 1)
+    assert study.sweep_stage(cfg, tmp_path, tmp_path, tmp_path, up).key != sweep
+    assert study.compare_stage(cfg, tmp_path, tmp_path, tmp_path, up).key != compare
