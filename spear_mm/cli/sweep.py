@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from spear_mm.cli.hydra_app import run_verb
+from spear_mm.errors import UserError
 from spear_mm.sweep.config import SweepConfig
 
 DESCRIPTION = (
@@ -22,8 +26,20 @@ def _task(cfg: SweepConfig) -> int:
     from spear_mm.sweep.finish import run_sweep
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    doc = run_sweep(cfg)
-    print(f"sweep: {len(doc['points'])} points -> {cfg.out}/sweep.json")
+    if cfg.finish or cfg.worker is not None:  # fanned out: docs/sweeps.md, "Fanning out"
+        from spear_mm.sweep import fanout
+
+        doc = (
+            fanout.finish(cfg)
+            if cfg.finish
+            else fanout.finish_if_complete(cfg, fanout.run_worker(cfg))
+        )
+        if doc is None:
+            return 0  # this worker's shard is written; the last worker assembles the sweep
+        out = cfg.out if cfg.finish else Path(cfg.out).parent
+    else:
+        doc, out = run_sweep(cfg), cfg.out
+    print(f"sweep: {len(doc['points'])} points -> {out}/sweep.json")
     print(f"verdict: {doc['verdict']['summary']}")
     if doc.get("solver"):
         print(f"solver: {doc['solver']['message']}")
@@ -31,4 +47,23 @@ def _task(cfg: SweepConfig) -> int:
 
 
 def main(argv: list[str]) -> int:
-    return run_verb("sweep", argv, SweepConfig, _task, DESCRIPTION)
+    started = time.time()
+    code = run_verb("sweep", argv, SweepConfig, _task, DESCRIPTION)
+    if any(a in ("-m", "--multirun") for a in argv) and any(a.startswith("worker=") for a in argv):
+        _check_fanout_finished(argv, started)
+    return code
+
+
+def _check_fanout_finished(argv: list[str], started: float) -> None:
+    """A launcher that runs the jobs in other processes (joblib, submitit) does not hand their
+    exit codes back: the fan-out succeeded iff the last worker assembled out/sweep.json."""
+    out = Path(next(a.partition("=")[2] for a in reversed(argv) if a.startswith("out=")))
+    done = out / "sweep.json"
+    if done.is_file() and done.stat().st_mtime >= started:
+        return
+    have = sorted(p.parent.name for p in out.glob("*/shard.json") if p.stat().st_mtime >= started)
+    raise UserError(
+        f"sweep fan-out into {out}: no sweep.json assembled (fresh shards in: "
+        f"{', '.join(have) or 'none'}); see the workers' errors above, re-run the missing "
+        "workers with -m, then `spear-mm sweep ... workers=N finish=true`"
+    )

@@ -45,6 +45,11 @@ class SweepConfig:
     threads: int | None = None  # torch.set_num_threads for this run; None = torch's default
     seed: int = 0
     plot: bool = True
+    # Fan-out (spear_mm/sweep/fanout.py, docs/sweeps.md): `-m worker=0,...,N-1 workers=N` with a
+    # Hydra launcher runs N workers, each scoring every N-th point into out/<job>/shard.json.
+    workers: int = 1  # how many workers share the points (1 = the one-process sweep)
+    worker: int | None = None  # this worker's index, 0..workers-1 (with -m: worker=0,1,...)
+    finish: bool = False  # assemble out/*/shard.json into out's sweep.json (by hand)
 
     def __post_init__(self) -> None:  # noqa: C901 - a flat list of checks
         bad = [f for f in self.families if f not in FAMILIES]
@@ -91,6 +96,7 @@ class SweepConfig:
             raise UserError(f"sweep resamples={self.resamples}: use >= 100 (default 2000)")
         if self.axis not in ("auto", "retention", "recovered"):
             raise UserError(f"sweep axis={self.axis!r}: choose auto, retention or recovered")
+        check_fanout(self)
 
     def target(self) -> tuple[str, float] | None:
         """(metric, value) of the solver's target, or None when no target is set."""
@@ -109,3 +115,24 @@ def register() -> None:
 
 
 register()  # importing the schema makes `sweep_schema` available to conf/sweep.yaml
+
+
+def check_fanout(cfg) -> None:
+    """workers / worker / finish agree (docs/sweeps.md, "Fanning out")."""
+    if cfg.workers < 1:
+        raise UserError(f"sweep workers={cfg.workers}: must be >= 1 (1 = one process)")
+    if cfg.worker is not None and not 0 <= cfg.worker < cfg.workers:
+        raise UserError(
+            f"sweep worker={cfg.worker}: must lie in 0..workers-1 with workers={cfg.workers}; "
+            "set workers=N and sweep worker=0,...,N-1 with -m"
+        )
+    if cfg.workers > 1 and cfg.worker is None and not cfg.finish:
+        raise UserError(
+            f"sweep workers={cfg.workers} without worker=: run the workers with -m "
+            f"worker=0,...,{cfg.workers - 1} (docs/sweeps.md), or finish=true to assemble them"
+        )
+    if cfg.finish and (cfg.worker is not None or cfg.workers < 2):
+        raise UserError(
+            "sweep finish=true assembles the shards of workers=N (N >= 2) into out=; give "
+            "workers=N and no worker="
+        )

@@ -194,23 +194,42 @@ def baselines(sw: Sweep) -> None:
             p.raw, base.raw, adapted.raw, sw.session.scorer.higher_is_better
         )
     if sw.cfg.replay:
-        from spear_mm.io.sources import resolve_model
+        sw.points.append(score_replay(sw))
 
-        raw, eval_s = score_folder(
-            resolve_model(sw.cfg.replay), sw.session.scorer, parse_dtype(sw.cfg.dtype)
-        )
-        docs = {k: list(v) for k, v in sw.session.scorer.last_docs.items()}
-        replay = SweepPoint("replay", None, "baseline", raw, None, eval_s=eval_s, docs=docs)
-        _score(sw, replay)
-        sw.points.append(replay)
+
+def score_replay(sw: Sweep) -> SweepPoint:
+    """The replay-trained checkpoint, scored on the same probes (not a recipe)."""
+    from spear_mm.io.sources import resolve_model
+
+    raw, eval_s = score_folder(
+        resolve_model(sw.cfg.replay), sw.session.scorer, parse_dtype(sw.cfg.dtype)
+    )
+    docs = {k: list(v) for k, v in sw.session.scorer.last_docs.items()}
+    replay = SweepPoint("replay", None, "baseline", raw, None, eval_s=eval_s, docs=docs)
+    _score(sw, replay)
+    return replay
+
+
+def grid_knobs(cfg) -> list[float]:
+    """The grid's knobs: strictly between 0 and 1 (the ends are the baselines), sorted."""
+    return sorted({float(k) for k in cfg.knobs if 0.0 < float(k) < 1.0})
 
 
 def grid(sw: Sweep) -> None:
     """Every family at every knob strictly between 0 and 1 (the ends are the baselines)."""
-    knobs = sorted({float(k) for k in sw.cfg.knobs if 0.0 < float(k) < 1.0})
     for family in sw.families:
-        for knob in knobs:
+        for knob in grid_knobs(sw.cfg):
             sw.points.append(evaluate_point(sw, family, knob, "grid"))
+
+
+def planned_points(sw: Sweep) -> list[tuple[str, float | None, str]]:
+    """(family, knob, role) of every point `baselines` and `grid` evaluate, in their order:
+    what a fanned-out sweep shares among its workers (spear_mm.sweep.fanout)."""
+    specs: list[tuple[str, float | None, str]] = [("adapted", 0.0, "baseline")]
+    specs.append(("base", 1.0, "baseline"))
+    if sw.cfg.replay:
+        specs.append(("replay", None, "baseline"))
+    return specs + [(f, k, "grid") for f in sw.families for k in grid_knobs(sw.cfg)]
 
 
 def snap(sw: Sweep):
