@@ -200,6 +200,7 @@ def evaluate(
     include_path: Iterable[str | os.PathLike] = (),
     use_cache: bool = True,
     progress: bool = True,
+    backend=None,
 ) -> dict:
     """Evaluate a model on lm-eval tasks and suites; returns the results dict (docs/eval.md).
 
@@ -211,6 +212,8 @@ def evaluate(
     `include_path`: folders of the user's own lm-eval task YAMLs (lm-eval's `--include_path`);
     their files are part of the cache key, so an edited task is re-run.
     `use_cache=False` recomputes every task (and refreshes the cache entries).
+    `backend`: an `eval.backends.LmEvalBackend` (lm-eval's multi-GPU modes); None or mode `hf`
+    is the in-memory HF path.
     """
     task_list = suites.expand([tasks] if isinstance(tasks, str) else tasks)
     if not task_list:
@@ -219,6 +222,11 @@ def evaluate(
     data_files = dict(data_files or {})
     include_path = [str(Path(p).absolute()) for p in include_path]
     suites.check_data_files(data_files)  # before any loading or logging: one-line errors
+    external = backend is not None and backend.mode != "hf"
+    if external:
+        from spear_mm.eval.backends import check_runnable
+
+        check_runnable(backend)
     module, tok, fingerprint, source = _load(model_or_path, tokenizer)
     dev = _resolve_device(device, module)
     torch_dtype = _resolve_dtype(dtype, dev) if module is None else next(module.parameters()).dtype
@@ -226,6 +234,8 @@ def evaluate(
     settings = {"limit": limit, "seed": seed, "max_length": max_length, "dtype": str(torch_dtype)}
     if include_path:
         settings["include"] = suites.folder_digest(include_path)
+    if external:  # other kernels, other batching: cached apart from the in-memory results
+        settings["lm_eval"] = backend.mode
 
     tok_fp = tokenizer_fingerprint(tok) if tok is not None else "in-folder"
     keys = {
@@ -240,7 +250,16 @@ def evaluate(
         for t in task_list
     }
     done, todo = _lookup(cache, fingerprint, keys, use_cache, progress)
-    if todo:
+    if todo and external:
+        run = {"limit": limit, "batch_size": batch_size, "seed": seed, "max_length": max_length}
+        fresh = _run_backend(
+            backend, module, tok, source, todo, **run, dtype=torch_dtype, data_files=data_files,
+            cache=cache, progress=progress, include_path=include_path,
+        )  # fmt: skip
+        for task, entry in fresh.items():
+            cache.put(fingerprint, task, keys[task], entry)
+            done[task] = {**entry, "cached": False}
+    elif todo:
         if module is None:
             _check_headers(source)  # a broken checkpoint: one error line, before any progress
             _log(progress, f"loading {source}")
@@ -362,6 +381,58 @@ def _run_lm_eval(
         entry["seconds_all_tasks"] = round(seconds, 2)
         entry["batch_size"] = bs
         entry["max_length"] = max_len
+    return entries
+
+
+def _lm_eval_kwargs(tasks, *, limit, batch_size, seed, include: list[str]) -> dict:
+    """simple_evaluate's arguments besides the model, for the backends (eval.backends)."""
+    return {
+        "limit": limit,
+        "batch_size": batch_size,
+        "log_samples": True,
+        "verbosity": "WARNING",
+        "random_seed": seed,
+        "numpy_random_seed": seed,
+        "torch_random_seed": seed,
+        "fewshot_random_seed": seed,
+        "include_path": include,
+        "include_defaults": not all(t in suites.bundled_tasks() for t in tasks),
+    }
+
+
+def _run_backend(backend, module, tok, source, tasks, *, limit, batch_size, seed, max_length,
+                 dtype, data_files, cache, progress, include_path) -> dict[str, dict]:  # fmt: skip
+    """Tasks through lm-eval's own multi-GPU modes (eval.backends): they load a folder, so a live
+    module is saved to a temporary one first."""
+    import tempfile
+
+    from spear_mm.eval import backends
+    from spear_mm.train.specials import document_start
+
+    include = suites.render_tasks(cache.root / f"tasks-{cache_key(data_files=data_files)}",
+                                  tasks, data_files)  # fmt: skip
+    kwargs = _lm_eval_kwargs(tasks, limit=limit, batch_size=batch_size, seed=seed,
+                             include=[str(include), *include_path])  # fmt: skip
+    _log(progress, f"running {', '.join(tasks)} with lm_eval.mode={backend.mode}")
+    with tempfile.TemporaryDirectory(dir=cache.root, prefix="model-") as tmp:
+        folder = Path(source)
+        if module is not None:  # a live module (sweep point): lm-eval's backends read folders
+            folder = Path(tmp)
+            module.save_pretrained(folder)
+            tok.save_pretrained(folder)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(folder)
+        started = time.perf_counter()
+        raw = backends.run(backend, folder, list(tasks), kwargs,
+                           dtype=str(dtype).removeprefix("torch."), max_length=max_length,
+                           prefix_token_id=document_start(tok))  # fmt: skip
+    entries = _entries(raw, tasks)
+    for entry in entries.values():
+        entry["seconds_all_tasks"] = round(time.perf_counter() - started, 2)
+        entry["batch_size"] = batch_size
+        entry["max_length"] = max_length
     return entries
 
 

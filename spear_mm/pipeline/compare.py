@@ -62,7 +62,9 @@ def _recipe_body(recipe: Path | None) -> str | None:
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
-def _accuracy(model, tokenizer, tasks: list[str], limit: int) -> tuple[float | None, list | None]:
+def _accuracy(
+    model, tokenizer, tasks: list[str], limit: int, backend=None
+) -> tuple[float | None, list | None]:
     """(mean primary score over `tasks` (suites expanded), per-question records) with lm-eval;
     (None, None) when skipped. Records are [task:id, value] so tasks never mix question ids."""
     if not tasks or limit <= 0:
@@ -78,6 +80,7 @@ def _accuracy(model, tokenizer, tasks: list[str], limit: int) -> tuple[float | N
         progress=False,
         use_cache=False,
         max_length=1024,
+        backend=backend,
     )
     entries = [e for e in res["tasks"].values() if e.get("score") is not None]
     scores = [e["score"] for e in entries]
@@ -114,10 +117,10 @@ def _score_row(merger, tokenizer, probes, ccfg, row_id, label, recipe, layers) -
         row["docs"][name] = list(res.docs.nll)
     limit, mc = int(ccfg.mc_limit), {}
     row["general_mc"], mc["general_mc"] = _accuracy(
-        merger.model, tokenizer, list(ccfg.general_tasks), limit
+        merger.model, tokenizer, list(ccfg.general_tasks), limit, getattr(ccfg, "lm_eval", None)
     )
     row["finance_mc"], mc["finance_mc"] = _accuracy(
-        merger.model, tokenizer, list(ccfg.finance_tasks), limit
+        merger.model, tokenizer, list(ccfg.finance_tasks), limit, getattr(ccfg, "lm_eval", None)
     )
     row["mc_records"] = mc
     return row

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from spear_mm.analyze.config import AnalyzeConfig
 from spear_mm.errors import UserError
+from spear_mm.eval.backends import LmEvalBackend
 from spear_mm.sweep.config import SweepConfig
 from spear_mm.train.config import DataConfig, ModelConfig, TrainerConfig
 
@@ -33,6 +34,8 @@ class CompareConfig:
     doc_max_tokens: int | None = None  # tokens per document at most (null: no cap), as sweep.probe
     resamples: int = 2000  # bootstrap resamples behind every 95% interval of the table
     seed: int = 0  # seed of the bootstrap draws (the same seed gives the same intervals)
+    # lm-eval's multi-GPU modes for the accuracy columns (spear_mm/eval/backends.py)
+    lm_eval: LmEvalBackend = field(default_factory=LmEvalBackend)
 
     def __post_init__(self) -> None:
         if self.probe_tokens < 64:

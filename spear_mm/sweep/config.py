@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from spear_mm.errors import UserError
+from spear_mm.eval.backends import LmEvalBackend
 from spear_mm.eval.config import ProbeSettings, SuiteConfig
 from spear_mm.sweep.schedule import DEFAULT_KIND_GAMMA, FAMILIES, KIND_GROUPS, NONLAYER_POLICIES
 
@@ -50,6 +51,12 @@ class SweepConfig:
     workers: int = 1  # how many workers share the points (1 = the one-process sweep)
     worker: int | None = None  # this worker's index, 0..workers-1 (with -m: worker=0,1,...)
     finish: bool = False  # assemble out/*/shard.json into out's sweep.json (by hand)
+    # How the suites' lm-eval passes run: the in-memory HF model (default) or lm-eval's own
+    # multi-GPU modes (hf_parallel, accelerate, vllm): spear_mm/eval/backends.py, docs/eval.md.
+    lm_eval: LmEvalBackend = field(default_factory=LmEvalBackend)
+    # Device the model is held on while sweeping: cpu | cuda | cuda:N | auto (auto: GPU
+    # worker % count when CUDA is there, so fanned-out workers on one node take one GPU each).
+    device: str = "cpu"
 
     def __post_init__(self) -> None:  # noqa: C901 - a flat list of checks
         bad = [f for f in self.families if f not in FAMILIES]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -51,6 +52,7 @@ class Scorer:
     tasks: list[str] = field(default_factory=list)
     limit: int | float | None = None
     higher_is_better: dict[str, bool] = field(default_factory=dict)
+    backend: Any = None  # eval.backends.LmEvalBackend of the suite passes (None: in memory)
     # Per-document NLL of the last call (probe → list), and each probe's document ids / bytes /
     # tokens (the same at every point): what the sweep's intervals are bootstrapped from.
     last_docs: dict[str, list[float]] = field(default_factory=dict)
@@ -71,7 +73,12 @@ class Scorer:
         from spear_mm.eval import harness
 
         result = harness.evaluate(
-            model, self.tasks, tokenizer=tokenizer, limit=self.limit, progress=False
+            model,
+            self.tasks,
+            tokenizer=tokenizer,
+            limit=self.limit,
+            progress=False,
+            backend=self.backend,
         )
         out = {}
         for task, entry in result["tasks"].items():
@@ -79,6 +86,38 @@ class Scorer:
                 out[f"suite:{task}"] = float(entry["score"])
                 self.higher_is_better[f"suite:{task}"] = bool(entry.get("higher_is_better", True))
         return out
+
+
+def checked_backend(cfg, tasks: list[str]):
+    """The sweep's lm-eval backend; one-line error now when it cannot run here (only when a
+    suite is scored at all)."""
+    backend = getattr(cfg, "lm_eval", None)
+    if tasks and backend is not None and backend.mode != "hf":
+        from spear_mm.eval.backends import check_runnable
+
+        check_runnable(backend)
+    return backend
+
+
+def sweep_device(cfg) -> str:
+    """`device`: cpu | cuda | cuda:N | auto (GPU `worker % count` when CUDA is present, else
+    the CPU); a GPU this machine does not have is a one-line error."""
+    from spear_mm.errors import UserError
+
+    device = str(getattr(cfg, "device", "cpu"))
+    count = torch.cuda.device_count()
+    if device == "auto":
+        return f"cuda:{(cfg.worker or 0) % count}" if count else "cpu"
+    if device == "cpu":
+        return device
+    index = device.partition(":")[2]
+    if not device.startswith("cuda") or (index and not index.isdigit()):
+        raise UserError(f"sweep device={device!r}: choose cpu, cuda, cuda:N or auto")
+    if count == 0 or (index and int(index) >= count):
+        raise UserError(
+            f"sweep device={device}: this machine has {count} GPU(s); use device=cpu or auto"
+        )
+    return device
 
 
 def suite_tasks(suites) -> list[str]:
@@ -106,6 +145,12 @@ class SweepSession:
         session = cls(merger, tokenizer, scorer)
         session.warm_up()
         return session
+
+    def to(self, device: str) -> None:
+        """Hold the live model on `device` (the parameters stay the same objects, so the merger
+        keeps writing into them; the base and adapted weights stay in host memory)."""
+        if device != "cpu":
+            self.merger.model.to(device)
 
     @property
     def model(self) -> torch.nn.Module:

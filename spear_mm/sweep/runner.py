@@ -24,9 +24,11 @@ from spear_mm.sweep.config import SweepConfig
 from spear_mm.sweep.evaluate import (
     Scorer,
     SweepSession,
+    checked_backend,
     make_probes,
     score_folder,
     suite_tasks,
+    sweep_device,
 )
 from spear_mm.sweep.points import SweepPoint, derive_scores
 from spear_mm.sweep.ranking import LayerRanking, inert_last, load_ranking, unchanged_layers
@@ -87,7 +89,10 @@ def setup(cfg: SweepConfig) -> Sweep:
         families.insert(0, "uniform")
         notes.append("uniform added: it is the line every other family is compared with")
     scorer = Scorer(make_probes(cfg.probe), suite_tasks(cfg.suite), cfg.suite_limit)
+    scorer.backend = checked_backend(cfg, scorer.tasks)
+    device = sweep_device(cfg)  # both checked before the models are read
     session = SweepSession.open(base_dir, adapted_dir, scorer, parse_dtype(cfg.dtype))
+    session.to(device)
     inert = unchanged_layers(session.merger.base_state, session.merger.adapted_state, layers)
     ranking = inert_last(ranking, inert, notes) if ranking else None
     out = Path(cfg.out)

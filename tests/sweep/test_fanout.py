@@ -88,3 +88,16 @@ def test_finish_by_hand_and_a_missing_shard(sweeps, tmp_path):
 def test_fanout_keys_are_checked(sweep_cfg, overrides, message):
     with pytest.raises(UserError, match=message):
         sweep_cfg(*overrides)
+
+
+def test_sweep_and_compare_take_the_lm_eval_keys(sweep_cfg):
+    # Composed through conf/sweep.yaml and the schema, as the CLI does (docs/eval.md).
+    cfg = sweep_cfg("lm_eval.mode=accelerate", "lm_eval.num_processes=8",
+                    "+lm_eval.model_args.max_batch_size=32", "device=auto")  # fmt: skip
+    assert (cfg.lm_eval.mode, cfg.lm_eval.num_processes) == ("accelerate", 8)
+    assert cfg.lm_eval.model_args["max_batch_size"] == 32
+    from spear_mm.pipeline.config import CompareConfig
+    from spear_mm.sweep.evaluate import sweep_device
+
+    assert sweep_device(cfg) == "cpu"  # auto without a GPU
+    assert CompareConfig().lm_eval.mode == "hf"  # the in-memory path stays the default
