@@ -6,6 +6,9 @@
 #   3. tests/gpu (CUDA vs CPU parity, bf16 CPT steps)         -> $OUT/gpu_tests.log, gpu_report.json
 #   4. merge timing on bench_merge's 1B pair, CPU vs CUDA     -> $OUT/merge_timing.{log,json}
 # Run from the repository root:  bash scripts/device_check.sh
+# `bash scripts/device_check.sh scale` runs issue 18's measurement instead, after steps 1-2:
+# scripts/device_scale_check.py (train MFU and tokens/s on an 8B-shaped model with fewer layers,
+# an 8B-shaped merge on the GPU, an lm-eval pass) -> $OUT/scale_check.json; under 10 minutes.
 # Exit status: 0 when both steps passed, else the first failing step's status.
 set -u
 OUT=${OUT:-/tmp/device_out}
@@ -31,6 +34,14 @@ for name in ("transformers", "accelerate", "safetensors", "tokenizers", "pydanti
     except md.PackageNotFoundError:
         print(f"  {name} MISSING")
 EOF
+
+if [ "${1:-}" = "scale" ]; then
+    echo "== scale check (scripts/device_scale_check.py)"
+    timeout 570 python3 scripts/device_scale_check.py --out "$OUT" 2>&1 | tee "$OUT/scale_check.log"
+    rc=${PIPESTATUS[0]}
+    rm -rf /tmp/scale_check
+    exit "$rc"
+fi
 
 echo "== tests/gpu"
 timeout 180 python3 -m pytest tests/gpu -q -rA -p no:cacheprovider -o addopts="" \
