@@ -152,7 +152,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--eval-limit", type=int, default=20)
     ap.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the GPU (MFU)")
-    ap.add_argument("--step-timeout", type=int, default=240, help="seconds per step at most")
+    ap.add_argument("--step-timeout", type=int, default=300, help="seconds per step at most")
     a = ap.parse_args()
     if a.tiny:
         a.train_layers, a.merge_layers, a.steps, a.seq_len, a.batch = 2, 2, 4, 64, 2

@@ -61,7 +61,8 @@ def _check_fanout_finished(argv: list[str], started: float) -> None:
     done = out / "sweep.json"
     if done.is_file() and done.stat().st_mtime >= started:
         return
-    have = sorted(p.parent.name for p in out.glob("*/shard.json") if p.stat().st_mtime >= started)
+    shards = out.glob("worker-*/shard.json")
+    have = sorted(p.parent.name for p in shards if p.stat().st_mtime >= started)
     raise UserError(
         f"sweep fan-out into {out}: no sweep.json assembled (fresh shards in: "
         f"{', '.join(have) or 'none'}); see the workers' errors above, re-run the missing "

@@ -2,10 +2,12 @@
 
     spear-mm sweep -m base=B adapted=A out=runs/sweep workers=2 worker=0,1 hydra/launcher=joblib
 
-Hydra's multirun gives job k the folder `out/k`. A worker (`worker=K workers=N`) loads the two
-models once (`runner.setup`) and scores the points `i` with `i % N == K` of the one-process order
-(`runner.planned_points`: adapted, base, replay, then every family's grid), writing their recipes
-into its folder and `shard.json` last (atomically). The worker whose shard completes the set takes
+Hydra's multirun gives job k the folder `out/k` (its config.yaml and run_info.json). A worker
+(`worker=K workers=N`) loads the two models once (`runner.setup`) and scores the points `i` with
+`i % N == K` of the one-process order (`runner.planned_points`: adapted, base, replay, then every
+family's grid), writing their recipes into `out/worker-K/` and `out/worker-K/shard.json` last
+(atomically). The folder is named by the worker, not the job: a failed worker re-run alone is
+Hydra's job 0 again, and must not overwrite worker 0's shard. The worker whose shard completes the set takes
 a lock on `out`, and — still holding its models — assembles the one-process sweep in `out`:
 points in their one-process order, scores derived again from the base and adapted baselines, the
 solver's refinement (`refine_steps` bisects around the target from the grid's points, so it runs
@@ -45,6 +47,7 @@ from spear_mm.sweep.runner import (
 
 log = logging.getLogger("spear_mm.sweep")
 SHARD = "shard.json"
+WORKER_DIR = "worker-{}"
 # Keys that may differ between the workers and the finish step: where things go and what the
 # finish step does with the points, never how a point is scored.
 FINISH_KEYS = ("out", "worker", "workers", "finish", "threads", "materialize", "force", "plot",
@@ -81,8 +84,13 @@ def points_key(cfg) -> str:
 
 
 def run_worker(cfg) -> Sweep:
-    """Score this worker's share of the points into `<cfg.out>/shard.json`; returns the session."""
+    """Score this worker's share of the points into `out/worker-K/shard.json`, where `out` is
+    the parent of the job's folder (`cfg.out`); returns the session."""
     sw = setup(cfg)
+    with contextlib.suppress(OSError):
+        (sw.out / "recipes").rmdir()  # the job folder keeps only its run records
+    sw.out = sw.out.parent / WORKER_DIR.format(cfg.worker)
+    _clear_previous(sw.out)
     specs = planned_points(sw)
     rows = []
     for index in range(cfg.worker, len(specs), cfg.workers):
@@ -109,7 +117,7 @@ def find_shards(root: Path, cfg) -> tuple[list[tuple[Path, dict]], list[int]]:
     """(shards of this sweep under `root/*/`, missing worker indices); UserError on a mismatch."""
     found: dict[int, tuple[Path, dict]] = {}
     key = points_key(cfg)
-    for path in sorted(root.glob(f"*/{SHARD}")):
+    for path in sorted(root.glob(f"{WORKER_DIR.format('*')}/{SHARD}")):
         shard = json.loads(path.read_text(encoding="utf-8"))
         if shard.get("workers") != cfg.workers or shard.get("key") != key:
             raise UserError(
@@ -161,7 +169,8 @@ def finish(cfg) -> dict:
         shards, missing = find_shards(root, cfg)
         if missing:
             raise UserError(
-                f"sweep finish=true: no shard of worker(s) {missing} under {root}/*/{SHARD}; "
+                f"sweep finish=true: no shard of worker(s) {missing} under "
+                f"{root}/{WORKER_DIR.format('K')}/{SHARD}; "
                 f"run them (worker={','.join(map(str, missing))} workers={cfg.workers} with -m)"
             )
         return assemble(cfg, root, shards, None)

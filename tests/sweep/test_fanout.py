@@ -54,7 +54,7 @@ def test_joblib_fanout_gives_the_one_process_sweep(sweeps):
     assert sorted(p.name for p in (fan / "recipes").iterdir()) == recipes
     for name in recipes:
         assert (fan / "recipes" / name).read_text() == (one / "recipes" / name).read_text()
-    shards = [json.loads((fan / k / "shard.json").read_text()) for k in ("0", "1")]
+    shards = [json.loads((fan / f"worker-{k}" / "shard.json").read_text()) for k in (0, 1)]
     grid = [p for p in want["points"] if p["role"] != "refined"]
     assert sorted(r["index"] for s in shards for r in s["rows"]) == list(range(len(grid)))
     assert {len(s["rows"]) for s in shards} == {len(grid) // 2}  # each worker its half
@@ -69,7 +69,7 @@ def test_finish_by_hand_and_a_missing_shard(sweeps, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     want = json.loads((fan / "sweep.json").read_text())
     assert _without_timings(json.loads((copy / "sweep.json").read_text())) == _without_timings(want)
-    shutil.rmtree(copy / "1")
+    shutil.rmtree(copy / "worker-1")
     res = run_cli(*common, f"out={copy}", "workers=2", "finish=true")
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
