@@ -253,8 +253,8 @@ def evaluate(
     if todo and external:
         run = {"limit": limit, "batch_size": batch_size, "seed": seed, "max_length": max_length}
         fresh = _run_backend(
-            backend, module, tok, source, todo, **run, dtype=torch_dtype, data_files=data_files,
-            cache=cache, progress=progress, include_path=include_path,
+            backend, module, tok, source, todo, **run, dtype=torch_dtype, device=dev,
+            data_files=data_files, cache=cache, progress=progress, include_path=include_path,
         )  # fmt: skip
         for task, entry in fresh.items():
             cache.put(fingerprint, task, keys[task], entry)
@@ -384,10 +384,11 @@ def _run_lm_eval(
     return entries
 
 
-def _lm_eval_kwargs(tasks, *, limit, batch_size, seed, include: list[str]) -> dict:
+def _lm_eval_kwargs(tasks, *, limit, batch_size, seed, device, include: list[str]) -> dict:
     """simple_evaluate's arguments besides the model, for the backends (eval.backends)."""
     return {
         "limit": limit,
+        "device": device,  # one process: its device; accelerate ranks and parallelize pick theirs
         "batch_size": batch_size,
         "log_samples": True,
         "verbosity": "WARNING",
@@ -401,7 +402,7 @@ def _lm_eval_kwargs(tasks, *, limit, batch_size, seed, include: list[str]) -> di
 
 
 def _run_backend(backend, module, tok, source, tasks, *, limit, batch_size, seed, max_length,
-                 dtype, data_files, cache, progress, include_path) -> dict[str, dict]:  # fmt: skip
+                 dtype, device, data_files, cache, progress, include_path) -> dict[str, dict]:  # fmt: skip
     """Tasks through lm-eval's own multi-GPU modes (eval.backends): they load a folder, so a live
     module is saved to a temporary one first."""
     import tempfile
@@ -411,7 +412,7 @@ def _run_backend(backend, module, tok, source, tasks, *, limit, batch_size, seed
 
     include = suites.render_tasks(cache.root / f"tasks-{cache_key(data_files=data_files)}",
                                   tasks, data_files)  # fmt: skip
-    kwargs = _lm_eval_kwargs(tasks, limit=limit, batch_size=batch_size, seed=seed,
+    kwargs = _lm_eval_kwargs(tasks, limit=limit, batch_size=batch_size, seed=seed, device=device,
                              include=[str(include), *include_path])  # fmt: skip
     _log(progress, f"running {', '.join(tasks)} with lm_eval.mode={backend.mode}")
     with tempfile.TemporaryDirectory(dir=cache.root, prefix="model-") as tmp:

@@ -80,3 +80,26 @@ def test_modes_that_cannot_run_here_are_refused(monkeypatch):
         check_runnable(LmEvalBackend(mode="hf_parallel"), gpus=0)
     check_runnable(LmEvalBackend(), gpus=0)  # the default runs anywhere
     check_runnable(LmEvalBackend(mode="accelerate", num_processes=2), gpus=2)
+
+
+def test_accelerate_mode_end_to_end_with_one_rank_on_the_cpu(tiny_loaded, tmp_path, monkeypatch):
+    # The whole plumbing of a non-`hf` mode on this CPU machine: the live module saved to a
+    # folder, `accelerate launch -m spear_mm.eval.backends` with 1 rank (no GPU needed), lm-eval's
+    # results read back — the same scores and per-question records as the in-memory path.
+    from spear_mm.eval import backends, harness
+
+    monkeypatch.setattr(backends.torch.cuda, "device_count", lambda: 1)  # this process only
+    model, tok = tiny_loaded
+    tasks = ["spear_general_ppl", "spear_general_mc"]
+    kw = dict(limit=3, max_length=256, batch_size=4, progress=False)
+    live = harness.evaluate(model, tasks, tokenizer=tok, cache_dir=tmp_path / "a", **kw)
+    mode = LmEvalBackend(mode="accelerate", num_processes=1)
+    ext = harness.evaluate(
+        model, tasks, tokenizer=tok, cache_dir=tmp_path / "b", backend=mode, **kw
+    )
+    for task in tasks:
+        a, b = live["tasks"][task], ext["tasks"][task]
+        assert b["cached"] is False and b["n_samples"]["effective"] == 3
+        assert b["score"] == pytest.approx(a["score"], rel=1e-6), task
+        assert b["per_doc"] == a["per_doc"], task
+    assert not list((tmp_path / "b").glob("model-*"))  # the temporary model folder is gone
