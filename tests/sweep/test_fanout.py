@@ -74,6 +74,12 @@ def test_finish_by_hand_and_a_missing_shard(sweeps, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "worker(s) [1]" in lines[-1], res.stderr[-2000:]
+    # The missing worker re-run alone (Hydra's job 0, basic launcher) lands beside worker 0's
+    # shard, not over it, and assembles the sweep again.
+    (copy / "sweep.json").unlink()
+    res = run_cli("-m", *common, f"out={copy}", "workers=2", "worker=1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _without_timings(json.loads((copy / "sweep.json").read_text())) == _without_timings(want)
 
 
 @pytest.mark.parametrize(
