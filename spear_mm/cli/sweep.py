@@ -57,7 +57,10 @@ def main(argv: list[str]) -> int:
 def _check_fanout_finished(argv: list[str], started: float) -> None:
     """A launcher that runs the jobs in other processes (joblib, submitit) does not hand their
     exit codes back: the fan-out succeeded iff the last worker assembled out/sweep.json."""
-    out = Path(next(a.partition("=")[2] for a in reversed(argv) if a.startswith("out=")))
+    given = next((a.partition("=")[2] for a in reversed(argv) if a.startswith("out=")), None)
+    if given is None:
+        return  # the run itself refused the missing out=
+    out = Path(given)
     done = out / "sweep.json"
     if done.is_file() and done.stat().st_mtime >= started:
         return
