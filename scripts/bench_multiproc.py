@@ -2,7 +2,7 @@
 
 Both arms run `spear-mm train` end to end on the same model and corpus: one process with
 `--threads` torch threads, and `accelerate launch` with the shipped `cpu_ddp` config (2 processes,
-`--threads / 2` threads each). Throughput is the median `tokens_per_s` over the steps after
+`--threads / 2` threads each); `--one-thread-arm` adds one process with 1 thread. Throughput is the median `tokens_per_s` over the steps after
 `--warmup` (metrics.jsonl), arms interleaved (1, 2, 1, 2, ...) so a shared machine's drift hits both.
 
     .venv/bin/python scripts/bench_multiproc.py --reps 3 --json /tmp/bench_mp.json
@@ -29,16 +29,17 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def run_arm(procs: int, model: Path, corpus: Path, out: Path, args) -> list[float]:
+def run_arm(procs: int, model: Path, corpus: Path, out: Path, args, threads=None) -> list[float]:
+    threads = threads or max(1, args.threads // procs)  # torch threads per process
     train = [f"model={model}", f"data.domain={corpus}", "data.general=null",
              f"data.seq_len={args.seq_len}", "data.val_max_blocks=1", "trainer.eval_at_start=false",
              f"trainer.max_steps={args.steps}", f"trainer.batch_size={args.batch // procs}",
-             f"trainer.num_threads={max(1, args.threads // procs)}", "trainer.progress=false",
+             f"trainer.num_threads={threads}", "trainer.progress=false",
              "trainer.mixed_precision=no", f"out={out}"]  # fmt: skip
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": str(max(1, args.threads // procs)),
+        "OMP_NUM_THREADS": str(threads),
     }
     if procs == 1:
         cmd = [str(BIN / "spear-mm"), "train", *train]
@@ -70,17 +71,22 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2, help="torch threads in all, per arm")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--one-thread-arm", action="store_true",
+                    help="also 1 process with 1 thread: is a gain data parallelism or threads?")  # fmt: skip
     args = ap.parse_args()
     from spear_mm.testing import make_tiny_llama, write_pseudo_corpus
 
-    results: dict[str, list[float]] = {"1 process": [], "2 processes": []}
+    arms = [(1, "1 process", None), (2, "2 processes", None)]
+    if args.one_thread_arm:
+        arms.append((1, "1 process, 1 thread", 1))
+    results: dict[str, list[float]] = {key: [] for _, key, _ in arms}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = make_tiny_llama(root / "m", num_layers=args.layers, hidden=args.hidden, seed=0)
         corpus = write_pseudo_corpus(root / "c.jsonl", 400, seed=1)
         for rep in range(args.reps):
-            for procs, key in ((1, "1 process"), (2, "2 processes")):
-                speeds = run_arm(procs, model, corpus, root / f"r{rep}p{procs}", args)
+            for i, (procs, key, threads) in enumerate(arms):
+                speeds = run_arm(procs, model, corpus, root / f"r{rep}a{i}", args, threads)
                 results[key].append(statistics.median(speeds))
                 print(f"rep {rep} {key}: {results[key][-1]:.0f} tokens/s", flush=True)
     summary = {
@@ -88,7 +94,7 @@ def main() -> None:
         for k, v in results.items()
     }
     summary["settings"] = vars(args) | {"json": str(args.json), "loadavg": os.getloadavg()}
-    for k in ("1 process", "2 processes"):
+    for k in results:
         s = summary[k]
         print(f"{k:<12} median {s['median']:.0f} tokens/s (min {s['min']:.0f}, max {s['max']:.0f})")
     if args.json:
