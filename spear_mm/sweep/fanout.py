@@ -7,8 +7,9 @@ Hydra's multirun gives job k the folder `out/k` (its config.yaml and run_info.js
 `i % N == K` of the one-process order (`runner.planned_points`: adapted, base, replay, then every
 family's grid), writing their recipes into `out/worker-K/` and `out/worker-K/shard.json` last
 (atomically). The folder is named by the worker, not the job: a failed worker re-run alone is
-Hydra's job 0 again, and must not overwrite worker 0's shard. The worker whose shard completes the set takes
-a lock on `out`, and — still holding its models — assembles the one-process sweep in `out`:
+Hydra's job 0 again, and must not overwrite worker 0's shard. The worker whose shard completes
+the set takes a lock on `out`, and — still holding its models — assembles the one-process sweep
+in `out`:
 points in their one-process order, scores derived again from the base and adapted baselines, the
 solver's refinement (`refine_steps` bisects around the target from the grid's points, so it runs
 here, one point after another), frontier, verdict, plot, sweep.json / sweep.csv, the selected
