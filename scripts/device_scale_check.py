@@ -130,7 +130,8 @@ def eval_step(a, work: Path, out: Path) -> dict:
     entry = json.loads((run / "results.json").read_text())["tasks"]["spear_general_ppl"]
     return {"task": "spear_general_ppl", "limit": a.eval_limit, "wall_s": round(seconds, 1),
             "lm_eval_s": entry.get("seconds_all_tasks"), "n_samples": entry.get("n_samples"),
-            "batch_size": entry.get("batch_size"), "max_length": entry.get("max_length")}  # fmt: skip
+            "batch_size": entry.get("batch_size"),
+            "max_length": entry.get("max_length")}  # fmt: skip
 
 
 def _bf16():

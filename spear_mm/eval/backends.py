@@ -36,7 +36,7 @@ MODES = ("hf", "hf_parallel", "accelerate", "vllm")
 
 @dataclass
 class LmEvalBackend:
-    """How lm-eval runs (config key `lm_eval` of `spear-mm sweep` and of `spear-mm run`'s compare)."""
+    """How lm-eval runs: config key `lm_eval` of `spear-mm sweep`, `compare.lm_eval` of `run`."""
 
     mode: str = "hf"  # hf (in memory) | hf_parallel | accelerate | vllm
     num_processes: int | None = None  # accelerate: one process per GPU; None = every visible GPU

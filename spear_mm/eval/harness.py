@@ -402,7 +402,7 @@ def _lm_eval_kwargs(tasks, *, limit, batch_size, seed, device, include: list[str
 
 
 def _run_backend(backend, module, tok, source, tasks, *, limit, batch_size, seed, max_length,
-                 dtype, device, data_files, cache, progress, include_path) -> dict[str, dict]:  # fmt: skip
+                 dtype, device, data_files, cache, progress, include_path) -> dict:  # fmt: skip
     """Tasks through lm-eval's own multi-GPU modes (eval.backends): they load a folder, so a live
     module is saved to a temporary one first."""
     import tempfile

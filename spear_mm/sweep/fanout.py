@@ -51,8 +51,10 @@ SHARD = "shard.json"
 WORKER_DIR = "worker-{}"
 # Keys that may differ between the workers and the finish step: where things go and what the
 # finish step does with the points, never how a point is scored.
-FINISH_KEYS = ("out", "worker", "workers", "finish", "threads", "materialize", "force", "plot",
-               "target_retention", "target_recovered", "refine_steps", "axis", "resamples")  # fmt: skip
+FINISH_KEYS = (
+    *("out", "worker", "workers", "finish", "threads", "materialize", "force", "plot"),
+    *("target_retention", "target_recovered", "refine_steps", "axis", "resamples"),
+)
 
 
 def _as_dict(cfg) -> dict:
