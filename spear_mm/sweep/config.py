@@ -47,10 +47,10 @@ class SweepConfig:
     seed: int = 0
     plot: bool = True
     # Fan-out (spear_mm/sweep/fanout.py, docs/sweeps.md): `-m worker=0,...,N-1 workers=N` with a
-    # Hydra launcher runs N workers, each scoring every N-th point into out/<job>/shard.json.
+    # Hydra launcher runs N workers, each scoring every N-th point into out/worker-K/shard.json.
     workers: int = 1  # how many workers share the points (1 = the one-process sweep)
     worker: int | None = None  # this worker's index, 0..workers-1 (with -m: worker=0,1,...)
-    finish: bool = False  # assemble out/*/shard.json into out's sweep.json (by hand)
+    finish: bool = False  # assemble out/worker-*/shard.json into out's sweep.json (by hand)
     # How the suites' lm-eval passes run: the in-memory HF model (default) or lm-eval's own
     # multi-GPU modes (hf_parallel, accelerate, vllm): spear_mm/eval/backends.py, docs/eval.md.
     lm_eval: LmEvalBackend = field(default_factory=LmEvalBackend)
