@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 Scores = Mapping[str, float]  # task → score
 Direction = bool | Mapping[str, bool]  # higher_is_better, for all tasks or per task
@@ -78,25 +79,39 @@ def retention(model_score: float, base_score: float, higher_is_better: bool) -> 
     return normalized(model_score, base_score, higher_is_better)
 
 
+class RatioOptions(TypedDict, total=False):
+    """Keyword options of `gain_kept` and `forgetting_recovered`.
+
+    higher_is_better: the task's direction (None: no direction check);
+    min_delta: the adapted-vs-base difference at or below which the ratio is Undefined.
+    """
+
+    higher_is_better: bool | None
+    min_delta: float
+
+
 def _difference_ratio(
-    num: float, den: float, den_sign: float, min_delta: float, what: str
+    num: float,
+    den: float,
+    what: str,
+    better_sign: float,
+    *,
+    higher_is_better: bool | None = None,
+    min_delta: float = 0.0,
 ) -> float:
-    """`num / den` unless |den| <= min_delta or den points the wrong way (den * den_sign <= 0)."""
+    """`num / den` unless |den| <= min_delta or — with a direction — den points the wrong way
+    (`better_sign` is the sign den must have when higher is better)."""
     if abs(den) <= min_delta:
         return Undefined(f"no {what} (|difference| {abs(den):.3g} <= min_delta {min_delta:.3g})")
+    den_sign = (
+        0.0 if higher_is_better is None else (better_sign if higher_is_better else -better_sign)
+    )
     if den_sign and den * den_sign <= 0:
         return Undefined(f"no {what}: the adapted model moved the other way ({den:+.4g})")
     return num / den
 
 
-def gain_kept(
-    model: float,
-    base: float,
-    adapted: float,
-    *,
-    higher_is_better: bool | None = None,
-    min_delta: float = 0.0,
-) -> float:
+def gain_kept(model: float, base: float, adapted: float, **options: Unpack[RatioOptions]) -> float:
     """Domain gain kept: (model - base) / (adapted - base), on one domain task.
 
     1.0 keeps all of the adapted model's gain, 0.0 none of it; values above 1 or below 0 are
@@ -107,17 +122,11 @@ def gain_kept(
     bad = _bad_input(model=model, base=base, adapted=adapted)
     if bad is not None:
         return bad
-    sign = 0.0 if higher_is_better is None else (1.0 if higher_is_better else -1.0)
-    return _difference_ratio(model - base, adapted - base, sign, min_delta, "domain gain")
+    return _difference_ratio(model - base, adapted - base, "domain gain", 1.0, **options)
 
 
 def forgetting_recovered(
-    model: float,
-    base: float,
-    adapted: float,
-    *,
-    higher_is_better: bool | None = None,
-    min_delta: float = 0.0,
+    model: float, base: float, adapted: float, **options: Unpack[RatioOptions]
 ) -> float:
     """Forgetting recovered: (adapted - model) / (adapted - base), on one general task.
 
@@ -129,8 +138,7 @@ def forgetting_recovered(
     if bad is not None:
         return bad
     # Forgetting is a move against the "better" direction: adapted - base < 0 for accuracies.
-    sign = 0.0 if higher_is_better is None else (-1.0 if higher_is_better else 1.0)
-    return _difference_ratio(adapted - model, adapted - base, sign, min_delta, "forgetting")
+    return _difference_ratio(adapted - model, adapted - base, "forgetting", -1.0, **options)
 
 
 @dataclass(frozen=True)
