@@ -9,9 +9,10 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-# Two test workers (pytest-xdist), one test file per worker: most of the suite is
-# single-threaded (subprocess start-up, small tensors), so two workers use both cores.
-PYTEST_PAR ?= -n 2 --dist loadfile
+# Two test workers (pytest-xdist): most of the suite is single-threaded (subprocess start-up,
+# small tensors), so two workers use both cores; `worksteal` hands a finished worker tests from
+# the other's queue, so one long file does not leave a core idle at the end.
+PYTEST_PAR ?= -n 2 --dist worksteal
 
 .PHONY: install test test-fast demo demo-full lint format clean
 
