@@ -188,7 +188,7 @@ def _use_autocast(model: torch.nn.Module, device: torch.device, requested: bool 
         return False
     if requested and device.type == "cpu":
         # A speed setting: ~1.7x on CPUs with native bf16 (AVX512-BF16/AMX), but emulated bf16
-        # is far slower than fp32 (a matmul measured 55x on an AVX2-only EPYC), so it applies
+        # is far slower than fp32 (a matmul measured ~60x on an AVX2-only EPYC), so it applies
         # only where the CPU has it.
         from spear_mm.train.runtime import cpu_has_bf16
 

@@ -27,7 +27,7 @@ def resolve_precision(name: str) -> str:
     """`auto` → `bf16` where the hardware has it (CUDA bf16, or a CPU with native bf16), else `no`.
 
     An explicit `bf16` on a CPU without native bf16 is honoured with a warning: such CPUs emulate
-    it, and a bf16 matmul measured 55x slower than fp32 on an AVX2-only EPYC (torch 2.13)."""
+    it, and a bf16 matmul measured ~60x slower than fp32 on an AVX2-only EPYC (scripts/bench_bf16.py)."""
     if name == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
         print(
             "warning: trainer.mixed_precision=bf16 on a CPU without native bf16 (AVX512-BF16/AMX) "
