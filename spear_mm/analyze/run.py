@@ -61,6 +61,7 @@ def _measure_fn(cfg, tokenizer, trace: list | None = None):
         Probe.named(
             name,
             role="calibration",  # the ablation is what the score spec is fitted / checked on
+            heldout=cfg.probe.heldout,
             max_tokens=cfg.probe.max_tokens,
             seq_len=cfg.probe.seq_len,
             batch_size=cfg.probe.batch_size,

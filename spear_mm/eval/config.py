@@ -15,6 +15,27 @@ from typing import Any
 from spear_mm.errors import UserError
 from spear_mm.train.config import ModelConfig
 
+PROBE_NAMES = ("general", "finance")  # the two bits-per-byte probes every stage scores
+
+
+@dataclass
+class HeldoutConfig:
+    """The held-out text of the two probes: a bundled corpus name, or a file / folder of your
+    own (.jsonl with a `text` field and optional `id` / `source`, .txt files, ...; see
+    spear_mm.io.textfiles). Either way it is split into the three text roles (calibration,
+    selection, test; spear_mm.io.roles), and documents overlapping the bundled training corpora
+    or any corpus in `exclude` (the CPT's training text; `spear-mm run` adds data.domain and
+    data.general) are dropped from every role."""
+
+    general: str = "general_heldout"
+    finance: str = "finance_heldout"  # the domain probe, whatever the domain
+    exclude: list[str] = field(default_factory=list)
+
+    def corpus(self, probe: str) -> str:
+        if probe not in PROBE_NAMES:
+            raise UserError(f"probe '{probe}' is unknown; choose one of {', '.join(PROBE_NAMES)}")
+        return getattr(self, probe)
+
 
 @dataclass
 class ProbeSettings:
@@ -27,6 +48,7 @@ class ProbeSettings:
     # Tokens scored per document at most (its head; null = no cap): spreads the budget over
     # more documents, the units the 95% intervals resample (docs/metrics.md).
     doc_max_tokens: int | None = None
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)  # which text the probes read
 
 
 @dataclass

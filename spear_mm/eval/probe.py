@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from spear_mm.errors import UserError
-
-PROBE_NAMES = ("general", "finance")
-_CORPUS_OF = {"general": "general_heldout", "finance": "finance_heldout"}
+from spear_mm.eval.config import PROBE_NAMES  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -340,26 +338,39 @@ def interleave_by_source(records: Sequence) -> list[str]:
     return [_fields(r)[0] for r in interleave_records(records)]
 
 
-def probe_records(name: str, role: str | None = None) -> list[dict]:
+def _split(name: str, heldout):
+    """(records, RoleSplit) of probe `name`'s held-out corpus (None: the bundled corpora)."""
+    from spear_mm.eval.config import HeldoutConfig
+    from spear_mm.io import roles
+
+    heldout = heldout or HeldoutConfig()
+    return roles.heldout_split(heldout.corpus(name), heldout.exclude, key=f"heldout.{name}")
+
+
+def probe_records(name: str, role: str | None = None, heldout=None) -> list[dict]:
     """The held-out records of probe `name` (`general` or `finance`), source-interleaved.
 
-    `role` (calibration | selection | test, see spear_mm.io.roles) keeps that role's documents;
-    None keeps every held-out document, including those the role split excludes.
+    `heldout` (eval.config.HeldoutConfig; None = the bundled corpora) says which text the probe
+    reads. `role` (calibration | selection | test, see spear_mm.io.roles) keeps that role's
+    documents; None keeps every held-out document, including those the role split excludes.
     """
-    if name not in _CORPUS_OF:
-        raise UserError(f"probe '{name}' is unknown; choose one of {', '.join(PROBE_NAMES)}")
     from spear_mm.io import roles
-    from spear_mm.io.corpora import load_records
 
-    records = load_records(_CORPUS_OF[name])
+    records, split = _split(name, heldout)
     if role is not None:
-        records = roles.role_records(records, roles.bundled_split(name), role)
+        records = roles.role_records(records, split, role)
     return interleave_records(records)
 
 
-def probe_texts(name: str, role: str | None = None) -> list[str]:
-    """Texts of `probe_records(name, role)`."""
-    return [r["text"] for r in probe_records(name, role)]
+def role_records(heldout=None) -> dict:
+    """{probe: its held-out corpus's role split record (document ids per role)}: written beside
+    numbers so a reader can see which documents each role held."""
+    return {name: _split(name, heldout)[1].record() for name in PROBE_NAMES}
+
+
+def probe_texts(name: str, role: str | None = None, heldout=None) -> list[str]:
+    """Texts of `probe_records(name, role, heldout)`."""
+    return [r["text"] for r in probe_records(name, role, heldout)]
 
 
 @dataclass(frozen=True)
@@ -384,8 +395,9 @@ class Probe:
     _cache: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @classmethod
-    def named(cls, name: str, role: str | None = None, **settings) -> Probe:
-        records = probe_records(name, role)
+    def named(cls, name: str, role: str | None = None, heldout=None, **settings) -> Probe:
+        """Probe `name` on its `role` documents of `heldout` (None: the bundled corpora)."""
+        records = probe_records(name, role, heldout)
         texts = tuple(r["text"] for r in records)
         return cls(
             name=name, texts=texts, ids=tuple(r["id"] for r in records), role=role, **settings

@@ -205,14 +205,64 @@ def _bundled_train() -> np.ndarray:
     return train_shingles([t for name in BUNDLED_TRAIN for t in load_documents(name)])
 
 
-@functools.lru_cache(maxsize=len(BUNDLED))
+def _corpus_records(spec: str, key: str) -> list[dict]:
+    """Records of a bundled corpus name or of a file / folder (spear_mm.io.textfiles)."""
+    from pathlib import Path
+
+    from spear_mm.io.corpora import CORPORA, load_records
+
+    if spec in CORPORA:
+        return load_records(spec)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"{key}={spec!r}: no such file or folder, and not a bundled corpus "
+            f"({', '.join(CORPORA)}); give a .jsonl/.txt file or a folder of them"
+        )
+    from spear_mm.io.textfiles import read_records
+
+    return [r for r in read_records(path, key) if r["text"].strip()]
+
+
+@functools.lru_cache(maxsize=8)
+def _exclude_shingles(exclude: tuple[str, ...]) -> np.ndarray:
+    parts = [_bundled_train()]
+    parts += [train_shingles([r["text"] for r in _corpus_records(s, "exclude")]) for s in exclude]
+    return _sorted_unique(np.concatenate(parts))
+
+
+@functools.lru_cache(maxsize=8)
+def _heldout(corpus: str, exclude: tuple[str, ...], key: str) -> tuple[tuple, RoleSplit]:
+    records = _corpus_records(corpus, key)
+    split = split_roles(records, _exclude_shingles(exclude), corpus)
+    if not all(split.roles.values()):
+        sizes = ", ".join(f"{r} {len(v)}" for r, v in split.roles.items())
+        raise UserError(
+            f"{key}={corpus!r}: {len(records)} documents give an empty role ({sizes}, "
+            f"{len(split.excluded)} excluded as overlapping training text); "
+            "a held-out corpus needs at least 3 distinct documents, ideally 30 or more"
+        )
+    return tuple(records), split
+
+
+def heldout_split(
+    corpus: str, exclude: Sequence[str] = (), key: str = "heldout"
+) -> tuple[list[dict], RoleSplit]:
+    """The records of a held-out corpus (a bundled name, a file or a folder) and their role split.
+
+    Documents sharing a 40-character shingle with the bundled training corpora or with any
+    corpus in `exclude` (names, files or folders: the CPT's own training text) are excluded from
+    every role. Cached per (corpus, exclude); `key` names the config key in errors.
+    """
+    records, split = _heldout(str(corpus), tuple(str(e) for e in exclude), key)
+    return [dict(r) for r in records], split
+
+
 def bundled_split(probe: str) -> RoleSplit:
     """The role split of a bundled held-out corpus (`finance` or `general`), cached."""
     if probe not in BUNDLED:
         raise UserError(f"probe '{probe}' is unknown; choose one of {', '.join(BUNDLED)}")
-    from spear_mm.io.corpora import load_records
-
-    return split_roles(load_records(BUNDLED[probe]), _bundled_train(), BUNDLED[probe])
+    return heldout_split(BUNDLED[probe])[1]
 
 
 def role_records(records: Sequence[dict], split: RoleSplit, role: str) -> list[dict]:

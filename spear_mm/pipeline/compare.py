@@ -16,7 +16,8 @@ from pathlib import Path
 
 from spear_mm.analyze.policies import POLICIES
 from spear_mm.eval import evidence
-from spear_mm.eval.probe import Probe
+from spear_mm.eval.config import PROBE_NAMES
+from spear_mm.eval.probe import Probe, role_records
 from spear_mm.io.atomic import json_safe
 from spear_mm.merge.inmemory import InMemoryMerger
 from spear_mm.merge.recipe import load_recipe
@@ -100,7 +101,8 @@ def _probes(ccfg) -> dict[str, Probe]:
         "autocast_bf16": ccfg.autocast_bf16,
         "doc_max_tokens": ccfg.doc_max_tokens,
     }
-    return {n: Probe.named(n, role=ROLE, **settings) for n in ("general", "finance")}
+    heldout = getattr(ccfg, "heldout", None)
+    return {n: Probe.named(n, role=ROLE, heldout=heldout, **settings) for n in PROBE_NAMES}
 
 
 def _score_row(merger, tokenizer, probes, ccfg, row_id, label, recipe, layers) -> dict:
@@ -162,7 +164,7 @@ def compare_models(
         "rows": rows,
         "probe": {k: v for k, v in next(iter(meta.values())).items() if k in _SETTINGS},
         "probes": meta,
-        "roles": _role_records(),
+        "roles": role_records(getattr(ccfg, "heldout", None)),
         "bootstrap": {"resamples": int(ccfg.resamples), "seed": int(ccfg.seed), "level": 0.95},
     }
     (folder / "compare.json").write_text(json.dumps(json_safe(doc), indent=1))
@@ -175,12 +177,6 @@ _SETTINGS = ("max_tokens", "seq_len", "doc_max_tokens", "role")
 def _probe_meta(probes: dict[str, Probe], tokenizer) -> dict[str, dict]:
     """Each probe's settings and the ids / bytes / tokens of the documents it scored."""
     return {name: probe.documents(tokenizer) for name, probe in probes.items()}
-
-
-def _role_records() -> dict:
-    from spear_mm.io import roles
-
-    return {name: roles.bundled_split(name).record() for name in roles.BUNDLED}
 
 
 def _intervals(rows: list[dict], meta: dict, resamples: int, seed: int) -> None:

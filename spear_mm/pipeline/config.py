@@ -9,11 +9,14 @@ for the final table.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from spear_mm.analyze.config import AnalyzeConfig
 from spear_mm.errors import UserError
 from spear_mm.eval.backends import LmEvalBackend
+from spear_mm.eval.config import HeldoutConfig
 from spear_mm.sweep.config import SweepConfig
 from spear_mm.train.config import DataConfig, ModelConfig, TrainerConfig
 
@@ -36,6 +39,7 @@ class CompareConfig:
     seed: int = 0  # seed of the bootstrap draws (the same seed gives the same intervals)
     # lm-eval's multi-GPU modes for the accuracy columns (spear_mm/eval/backends.py)
     lm_eval: LmEvalBackend = field(default_factory=LmEvalBackend)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)  # as analyze.probe.heldout
 
     def __post_init__(self) -> None:
         if self.probe_tokens < 64:
@@ -66,8 +70,12 @@ class RunConfig:
     # (spear_mm.pipeline.seeds); empty = one study with `seed`.
     seeds: list[int] = field(default_factory=list)
     title: str = "SPEAR-MM study"
+    # The probes' held-out text for every stage (eval.config.HeldoutConfig): set it here, once;
+    # the CPT's own corpora (data.domain / data.general, when files or folders) are excluded.
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
 
     def __post_init__(self) -> None:
+        self._share_heldout()
         for section in ("analyze", "sweep"):
             sub = getattr(self, section)
             for key in ("base", "adapted", "out"):
@@ -82,6 +90,26 @@ class RunConfig:
             )
         if not str(self.out).strip():
             raise UserError("out in run config: is empty; set out=runs/my-study")
+
+    def _share_heldout(self) -> None:
+        """One held-out setting for analyze, sweep and compare (and the training text excluded)."""
+        default, own = HeldoutConfig(), self.heldout
+        stages = {
+            "analyze.probe.heldout": self.analyze.probe,
+            "sweep.probe.heldout": self.sweep.probe,
+            "compare.heldout": self.compare,
+        }
+        for key, holder in stages.items():
+            if holder.heldout not in (default, own):
+                raise UserError(
+                    f"{key} in run config: the study sets the held-out text once for every "
+                    f"stage; use heldout.{{general,finance,exclude}}=... instead of {key}"
+                )
+        train = [s for s in (self.data.domain, self.data.general) if s and Path(s).exists()]
+        exclude = list(own.exclude) + [s for s in train if s not in own.exclude]
+        self.heldout = dataclasses.replace(own, exclude=exclude)
+        for holder in stages.values():
+            holder.heldout = self.heldout
 
 
 def register() -> None:

@@ -78,8 +78,17 @@ def paper_finding(sel: dict | None) -> str:
     if sel is None:
         return text
     rec, gain = _ci(sel, "general_mc_recovered"), _ci(sel, "finance_mc_gain_kept")
-    if not rec or not gain:
+    if not rec and not gain:
         return text + " No MC accuracy columns were scored (compare.mc_limit=0)."
+    if not rec or not gain:
+        scored, missing = (
+            ("forgetting recovered", "finance") if rec else ("finance gain kept", "general")
+        )
+        return (
+            text + f" On MC accuracy (test role) the selected recipe's {scored} is "
+            f"{ratio_text(rec or gain)}; no {missing} MC column was scored "
+            f"(compare.{missing}_tasks is empty), so the paper's headline cannot be checked."
+        )
     text += (
         f" On MC accuracy (test role) the selected recipe's forgetting recovered is "
         f"{ratio_text(rec)} and its finance gain kept {ratio_text(gain)}"

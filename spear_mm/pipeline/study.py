@@ -38,6 +38,25 @@ def _digest(path) -> str | None:
         return None
 
 
+def _heldout_digest(cfg: RunConfig) -> dict | None:
+    """sha256 of the user's own held-out files: editing one in place recomputes every stage that
+    scored on it (training corpora are keyed by path, as the train stage keys them). None with
+    the bundled corpora."""
+    specs = [s for s in (cfg.heldout.general, cfg.heldout.finance) if Path(s).exists()]
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        path = Path(spec)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            digest.update(f.read_bytes())
+        out[spec] = digest.hexdigest()
+    return out
+
+
 def _stage_cfg(section, **fill):
     """The section (the stage's own typed config) with the pipeline's paths filled in; the
     stage's value checks run again (`dataclasses.replace` calls `__post_init__`)."""
@@ -69,6 +88,8 @@ def analyze_stage(cfg: RunConfig, base: Path, adapted: Path, upstream: str) -> S
     files = {k: _digest(payload["analyze"].get(k)) for k in ("score_spec", "prior")}
     if any(files.values()):  # a file edited in place must recompute the stage
         payload["files"] = files
+    if heldout := _heldout_digest(cfg):
+        payload["heldout_files"] = heldout
     from spear_mm.analyze.validate import DEFAULT_WEIGHTS, SCORE_SCALE
 
     payload["score_scale"] = SCORE_SCALE  # a new way of combining features recomputes the stage
@@ -89,7 +110,10 @@ def _payload(cfg: RunConfig, section: str, base: Path, upstream: list[str], doc:
     """A stage's cache key inputs: its config section, the base, the upstream stage keys and the
     schema version of the document it writes (a new layout recomputes the stage, so no reader
     meets a cached file of an older version)."""
-    return {section: _section(cfg, section), "base": str(base), "upstream": upstream, "doc": doc}
+    payload = {section: _section(cfg, section), "base": str(base), "upstream": upstream, "doc": doc}
+    if heldout := _heldout_digest(cfg):
+        payload["heldout_files"] = heldout
+    return payload
 
 
 def sweep_stage(cfg: RunConfig, base: Path, adapted: Path, analysis: Path, up: list[str]) -> Stage:

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
+from spear_mm.eval.config import PROBE_NAMES
 from spear_mm.eval.probe import Probe
 from spear_mm.merge.inmemory import InMemoryMerger
 from spear_mm.merge.recipe import Recipe
 
-PROBES = ("general", "finance")
 ROLE = "selection"  # the sweep, the solver and the verdict choose: they read selection text
 
 
@@ -34,13 +34,14 @@ def make_probes(settings, role: str = ROLE) -> dict[str, Probe]:
         name: Probe.named(
             name,
             role=role,
+            heldout=getattr(settings, "heldout", None),
             max_tokens=int(settings.max_tokens),
             seq_len=int(settings.seq_len),
             batch_size=int(settings.batch_size),
             autocast_bf16=settings.autocast_bf16,
             doc_max_tokens=getattr(settings, "doc_max_tokens", None),
         )
-        for name in PROBES
+        for name in PROBE_NAMES
     }
 
 

@@ -14,11 +14,11 @@ most `data.val_max_blocks` blocks of each held-out stream are used.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spear_mm.errors import UserError
+from spear_mm.io.textfiles import read_records
 from spear_mm.train.config import DataConfig
 from spear_mm.train.packing import PackedBlocks, pack, split_documents, wrap_document
 from spear_mm.train.specials import DocumentSpecials, document_specials
@@ -26,7 +26,6 @@ from spear_mm.train.specials import DocumentSpecials, document_specials
 TRAIN_CORPORA = ("finance_train", "general_train")
 HELDOUT_CORPORA = ("finance_heldout", "general_heldout")
 SPLIT_SEED = 0  # fixed on purpose: the validation text must not move with the run seed
-TEXT_SUFFIXES = (".txt", ".jsonl", ".json")  # each also accepted with a .gz suffix
 
 
 @dataclass
@@ -40,89 +39,9 @@ class TrainData:
     stats: dict = field(default_factory=dict)
 
 
-def _suffix(path: Path) -> str:
-    """`.jsonl` for `x.jsonl` and for `x.jsonl.gz`."""
-    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
-
-
-def _open_text(path: Path):
-    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first document.
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    return open(path, encoding="utf-8-sig")
-
-
-def _read_jsonl(path: Path, key: str, text_field: str) -> list[str]:
-    docs = []
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(
-                    f"{key}: {path} line {lineno} is not JSON ({exc.msg}); "
-                    "write one JSON object per line"
-                ) from None
-            docs.append(_field(row, path, key, text_field, f"line {lineno}"))
-    return docs
-
-
-def _field(row: object, path: Path, key: str, text_field: str, where: str) -> str:
-    if isinstance(row, str):
-        return row
-    if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-        raise UserError(
-            f"{key}: {path} {where} has no string field {text_field!r}; "
-            "set data.text_field to the field that holds the text"
-        )
-    return row[text_field]
-
-
 def _read_path(path: Path, key: str, text_field: str) -> list[str]:
-    """Documents of a file or folder; undecodable or unparsable files are one-line UserErrors."""
-    try:
-        return _read_path_raw(path, key, text_field)
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{key}: {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{key}: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
-            "write a JSON list of documents"
-        ) from None
-    except EOFError:
-        raise UserError(f"{key}: {path} is a truncated gzip file; re-create it") from None
-    except OSError as exc:
-        raise UserError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
-
-
-def _read_path_raw(path: Path, key: str, text_field: str) -> list[str]:
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in TEXT_SUFFIXES)
-        if not files:
-            raise UserError(f"{key}: folder {path} holds no .txt/.jsonl/.json(.gz) files")
-        return [doc for f in files for doc in _read_path(f, key, text_field)]
-    suffix = _suffix(path)
-    if suffix == ".txt":
-        with _open_text(path) as fh:
-            return [fh.read()]
-    if suffix == ".jsonl":
-        return _read_jsonl(path, key, text_field)
-    if suffix == ".json":
-        with _open_text(path) as fh:
-            rows = json.load(fh)
-        if not isinstance(rows, list):
-            raise UserError(f"{key}: {path} must hold a JSON list of documents")
-        return [_field(r, path, key, text_field, f"item {i}") for i, r in enumerate(rows)]
-    raise UserError(
-        f"{key}: unsupported file type {path.suffix!r} ({path}); "
-        "use .txt, .jsonl, .json (optionally .gz) or a folder of them"
-    )
+    """Documents of a file or folder (spear_mm.io.textfiles); failures are one-line UserErrors."""
+    return [r["text"] for r in read_records(path, key, text_field)]
 
 
 def _load_hf(spec: str, key: str, cfg: DataConfig) -> list[str]:

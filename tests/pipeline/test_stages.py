@@ -141,3 +141,20 @@ def test_analyzer_without_records_states_no_verdict():
     val = {"rho_combined": 0.21, "rho_depth": 0.16, "rho_signals": {}}
     lines, _ = analyzer_findings(_doc(validation=val, ablation={"probe": {"max_tokens": 2048}}))
     assert "no verdict" in lines[0] and "beats" not in lines[0]
+
+
+def _ratio(value, lo, hi):
+    return {"measurable": True, "interval": {"value": value, "lo": lo, "hi": hi}}
+
+
+def test_paper_finding_states_what_each_accuracy_column_allows():
+    from spear_mm.pipeline.findings import paper_finding
+
+    rec, gain = _ratio(0.8, 0.75, 0.9), _ratio(0.97, 0.95, 1.0)
+    both = paper_finding({"ci": {"general_mc_recovered": rec, "finance_mc_gain_kept": gain}})
+    assert both.endswith("both intervals lie at or above the paper's headline.")
+    general_only = paper_finding({"ci": {"general_mc_recovered": rec}})
+    assert "forgetting recovered is 80.0% [75.0, 90.0]" in general_only
+    assert "compare.finance_tasks is empty" in general_only
+    assert "cannot be checked" in general_only
+    assert paper_finding({"ci": {}}).endswith("(compare.mc_limit=0).")

@@ -128,3 +128,45 @@ def test_bad_kind_gamma_is_one_line(tiny_pair, tmp_path):
     )
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "kind_gamma" in res.stderr
+
+
+def test_sweep_reads_a_users_heldout_corpus_selection_role(tiny_pair, analysis, tmp_path):
+    import random
+
+    rng = random.Random(1)
+    words = [f"asset{k}" for k in range(600)]
+    heldout = tmp_path / "mine.jsonl"
+    heldout.write_text(
+        "".join(
+            json.dumps({"id": f"doc{i}", "text": " ".join(rng.choices(words, k=60))}) + "\n"
+            for i in range(24)
+        )
+    )
+    base, adapted = tiny_pair
+    out = tmp_path / "out"
+    res = run_cli(
+        f"base={base}",
+        f"adapted={adapted}",
+        f"analysis={analysis}",
+        f"out={out}",
+        "probe.max_tokens=128",
+        f"probe.heldout.finance={heldout}",
+        "families=[uniform]",
+        "refine_steps=0",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    probes = json.loads((out / "sweep.json").read_text())["probes"]
+    from spear_mm.io.roles import heldout_split
+
+    selection = set(heldout_split(str(heldout))[1].ids("selection"))
+    assert probes["finance"]["ids"] and set(probes["finance"]["ids"]) <= selection
+    assert not set(probes["general"]["ids"]) & {f"doc{i}" for i in range(24)}
+    bad = run_cli(
+        f"base={base}",
+        f"adapted={adapted}",
+        f"analysis={analysis}",
+        f"out={tmp_path / 'bad'}",
+        "probe.heldout.finance=/no/such.jsonl",
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "heldout.finance='/no/such.jsonl'" in bad.stderr
