@@ -20,6 +20,7 @@ from spear_mm.pipeline.document import (
     CompareDoc,
     read_compare,
 )
+from spear_mm.pipeline.gate import gate_finding, study_gate
 from spear_mm.pipeline.report import Report, fmt, interval, pct, ratio_notes, ratio_text
 from spear_mm.runinfo import versions
 from spear_mm.sweep.document import SweepDoc, read_sweep
@@ -244,6 +245,8 @@ def build_report(
     base, adapted = compare.row(BASE), compare.row(ADAPTED)
     sel, uni = compare.row(SELECTED), compare.row(UNIFORM)
     findings = [cpt_finding(base, adapted)] if base and adapted else []
+    gate = study_gate(adapted, uni)
+    findings.append(gate_finding(gate))
     findings.append(selected_finding(sel, target))
     findings.append(paper_finding(sel))
     if solver.get("message"):

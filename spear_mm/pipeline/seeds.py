@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from spear_mm.pipeline.document import ADAPTED, SELECTED, UNIFORM, read_compare
+from spear_mm.pipeline.gate import study_gate
 from spear_mm.sweep.document import read_sweep
 
 # (row id in compare.json, the name the summary gives it, the number)
@@ -56,7 +57,9 @@ def seed_record(run_dir: Path, seed: int) -> dict:
         numbers[f"{name}: {key}"] = {"value": value, "interval": iv}
     selected = compare.row(SELECTED)
     verdict = sweep.verdict or {}
+    gate = study_gate(compare.row(ADAPTED), compare.row(UNIFORM))
     return {
+        "gate": {"passed": gate["passed"], "regime": gate["regime"]},
         "seed": seed,
         "folder": str(run_dir),
         "numbers": numbers,
@@ -86,6 +89,13 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _gate(g: dict | None) -> str:
+    if not g:
+        return "n/a"
+    state = {True: "passed", False: "failed", None: "undecided"}[g["passed"]]
+    return f"{state} ({g['regime']})"
+
+
 def to_markdown(summary: dict) -> str:
     seeds = summary["seeds"]
     lines = ["# Cross-seed summary (test-role text)", ""]
@@ -107,7 +117,7 @@ def to_markdown(summary: dict) -> str:
     lines += ["## Verdicts per seed", ""]
     for r in seeds:
         lines.append(
-            f"- seed {r['seed']}: selected {r['selected']} (vs uniform: "
+            f"- seed {r['seed']}: gate {_gate(r.get('gate'))}; selected {r['selected']} (vs uniform: "
             f"{r['selected_vs_uniform'] or 'n/a'}); sweep: {r['sweep_verdict']}"
         )
     return "\n".join(lines) + "\n"
