@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from spear_mm.analyze.policies import POLICIES
 from spear_mm.eval import evidence
 from spear_mm.eval.config import PROBE_NAMES
@@ -22,7 +24,14 @@ from spear_mm.io.atomic import json_safe
 from spear_mm.merge.inmemory import InMemoryMerger
 from spear_mm.merge.recipe import load_recipe
 from spear_mm.pipeline.config import CompareConfig
-from spear_mm.pipeline.document import ADAPTED, BASE, SCHEMA_VERSION, SELECTED, UNIFORM
+from spear_mm.pipeline.document import (
+    ADAPTED,
+    BASE,
+    SCHEMA_VERSION,
+    SELECTED,
+    UNIFORM,
+    replay_id,
+)
 from spear_mm.sweep.document import read_sweep
 from spear_mm.sweep.points import derive_scores, finite_or_none
 
@@ -117,20 +126,46 @@ def _score_row(merger, tokenizer, probes, ccfg, row_id, label, recipe, layers) -
         res = probe.score(merger.model, tokenizer)
         row[f"{name}_bpb"] = res.bpb
         row["docs"][name] = list(res.docs.nll)
-    limit, mc = int(ccfg.mc_limit), {}
+    _mc_columns(row, merger.model, tokenizer, ccfg)
+    return row
+
+
+def _mc_columns(row: dict, model, tokenizer, ccfg) -> None:
+    """The accuracy columns (general_mc, finance_mc) and their per-question records."""
+    limit, mc, backend = int(ccfg.mc_limit), {}, getattr(ccfg, "lm_eval", None)
     row["general_mc"], mc["general_mc"] = _accuracy(
-        merger.model, tokenizer, list(ccfg.general_tasks), limit, getattr(ccfg, "lm_eval", None)
+        model, tokenizer, list(ccfg.general_tasks), limit, backend
     )
     row["finance_mc"], mc["finance_mc"] = _accuracy(
-        merger.model, tokenizer, list(ccfg.finance_tasks), limit, getattr(ccfg, "lm_eval", None)
+        model, tokenizer, list(ccfg.finance_tasks), limit, backend
     )
     row["mc_records"] = mc
+
+
+def _score_checkpoint(path: Path, tokenizer, probes, ccfg, row_id: str, label: str) -> dict:
+    """A row for a model of its own (a replay baseline): loaded, scored like the merges, freed."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    row = {"id": row_id, "model": label, "recipe": None, "checkpoint": str(path), "docs": {}}
+    for name, probe in probes.items():
+        res = probe.score(model, tokenizer)
+        row[f"{name}_bpb"] = res.bpb
+        row["docs"][name] = list(res.docs.nll)
+    _mc_columns(row, model, tokenizer, ccfg)
     return row
 
 
 def compare_models(
-    ccfg: CompareConfig, base: Path, adapted: Path, run_dir: Path, folder: Path
+    ccfg: CompareConfig,
+    base: Path,
+    adapted: Path,
+    run_dir: Path,
+    folder: Path,
+    replays: dict[float, Path] | None = None,
 ) -> dict:
+    """Score every row of the report's table on test-role text: base, plain CPT, the replay
+    baselines (`replays`: ratio → checkpoint), the policies, the selected and uniform recipes."""
     merger = InMemoryMerger.from_pretrained(base, adapted)
     from transformers import AutoTokenizer
 
@@ -149,12 +184,15 @@ def compare_models(
         row["seconds"] = round(time.perf_counter() - t0, 2)
         if text is not None:
             done[text] = row
-        print(
-            f"spear-mm run: [compare] {label}: general bpb {row['general_bpb']:.4f}, "
-            f"finance bpb {row['finance_bpb']:.4f} (test-role text)",
-            flush=True,
-        )
+        _log_row(row)
         rows.append(row)
+    del merger  # the replay checkpoints are loaded one at a time below
+    for k, (ratio, path) in enumerate(sorted((replays or {}).items())):
+        t0, label = time.perf_counter(), f"CPT + {100 * ratio:g}% general replay"
+        row = _score_checkpoint(path, tokenizer, probes, ccfg, replay_id(ratio), label)
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        _log_row(row)
+        rows.insert(2 + k, row)  # after base and plain CPT: rows[0] / rows[1] are the anchors
     _derive(rows)
     meta = _probe_meta(probes, tokenizer)
     _intervals(rows, meta, int(ccfg.resamples), int(ccfg.seed))
@@ -168,7 +206,18 @@ def compare_models(
         "bootstrap": {"resamples": int(ccfg.resamples), "seed": int(ccfg.seed), "level": 0.95},
     }
     (folder / "compare.json").write_text(json.dumps(json_safe(doc), indent=1))
+    from spear_mm.pipeline.plot import draw_table
+
+    draw_table(rows, folder / "tradeoff.png")
     return {"rows": len(rows), "text_role": ROLE}
+
+
+def _log_row(row: dict) -> None:
+    print(
+        f"spear-mm run: [compare] {row['model']}: general bpb {row['general_bpb']:.4f}, "
+        f"finance bpb {row['finance_bpb']:.4f} (test-role text)",
+        flush=True,
+    )
 
 
 _SETTINGS = ("max_tokens", "seq_len", "doc_max_tokens", "role")

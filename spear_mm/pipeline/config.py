@@ -69,6 +69,10 @@ class RunConfig:
     # Several CPT seeds: one study per seed in out/seed_<s>, then out/seeds_summary.{json,md}
     # (spear_mm.pipeline.seeds); empty = one study with `seed`.
     seeds: list[int] = field(default_factory=list)
+    # Replay baselines: one more CPT per general-replay ratio (e.g. [0.1, 0.25]: 10% and 25% of
+    # the training tokens from data.general), same seed, steps and data otherwise; each is a row
+    # of the report's table and a point of its trade-off plot (docs/pipeline.md).
+    replay: list[float] = field(default_factory=list)
     title: str = "SPEAR-MM study"
     # The probes' held-out text for every stage (eval.config.HeldoutConfig): set it here, once;
     # the CPT's own corpora (data.domain / data.general, when files or folders) are excluded.
@@ -87,6 +91,19 @@ class RunConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise UserError(
                 f"seeds={list(self.seeds)} in run config: a seed repeats; list each once"
+            )
+        for ratio in self.replay:
+            if not 0.0 < ratio < 1.0:
+                raise UserError(
+                    f"replay={list(self.replay)} in run config: {ratio} is not a share of the "
+                    "training tokens in (0, 1); e.g. replay=[0.1,0.25]"
+                )
+        if len(set(self.replay)) != len(self.replay):
+            raise UserError(f"replay={list(self.replay)} in run config: a ratio repeats")
+        if self.replay and not self.data.general:
+            raise UserError(
+                "replay in run config: needs general text to replay, but data.general is null; "
+                "set data.general=general_train or remove replay"
             )
         if not str(self.out).strip():
             raise UserError("out in run config: is empty; set out=runs/my-study")

@@ -2,7 +2,8 @@
 
 Written by `spear_mm.pipeline.compare.compare_models`; read by the report (findings) and the
 cross-seed summary. Each row carries a stable `id` — `base`, `adapted`, a policy name
-(`conservative`, `balanced`, `aggressive`), `selected`, `uniform` — that readers look rows up
+(`conservative`, `balanced`, `aggressive`), `selected`, `uniform`, `replay_<percent>` — that
+readers look rows up
 by; `model` is the display label and may change freely.
 """
 
@@ -18,6 +19,11 @@ SCHEMA_VERSION = 1
 FIX = "re-run the study's compare stage (`spear-mm run`) to write it"
 
 BASE, ADAPTED, SELECTED, UNIFORM = "base", "adapted", "selected", "uniform"
+
+
+def replay_id(ratio: float) -> str:
+    """Row id (and stage folder) of the CPT baseline with `ratio` general replay: `replay_25`."""
+    return f"replay_{100 * ratio:g}"
 
 
 class CompareDoc(StageDocument):

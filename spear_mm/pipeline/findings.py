@@ -279,7 +279,8 @@ def build_report(
         f"(stages first computed in {sum(c['seconds'] for c in costs):.0f} s).",
     ]
     plots = [
-        ("Trade-off: general vs domain (sweep)", "sweep/frontier.png"),
+        ("Every model of the table, test-role text, 95% intervals", "compare/tradeoff.png"),
+        ("Trade-off: general vs domain (sweep, selection-role text)", "sweep/frontier.png"),
         ("Layer impact (analyzer)", "analyze/layer_impact.png"),
     ]
     return Report(

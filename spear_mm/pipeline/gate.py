@@ -33,22 +33,21 @@ def study_gate(adapted: dict | None, uniform: dict | None) -> dict:
         half = (den["hi"] - den["lo"]) / 2
         ok = den["value"] > 0 and den["value"] >= FORGETTING_MULTIPLE * half
         mult = den["value"] / half if half > 0 else float("inf")
-        checks.append(
-            {
-                "name": "forgetting_is_real",
-                "passed": ok,
-                "text": (
-                    f"plain CPT's general forgetting {den['value']:+.4f} bpb "
-                    f"[{den['lo']:+.4f}, {den['hi']:+.4f}] is {mult:.1f}× its interval's "
-                    f"half-width ({'≥' if ok else '<'} {FORGETTING_MULTIPLE:g}× required)"
-                ),
-            }
+        change = f"{den['value']:+.4f} bpb [{den['lo']:+.4f}, {den['hi']:+.4f}]"
+        text = (
+            f"plain CPT's general forgetting {change} is {mult:.1f}× its interval's half-width "
+            f"({'≥' if ok else '<'} {FORGETTING_MULTIPLE:g}× required)"
+            if den["value"] > 0
+            else f"plain CPT's general bits per byte moved {change}: no forgetting"
         )
+        checks.append({"name": "forgetting_is_real", "passed": ok, "text": text})
     else:
         checks.append({"name": "forgetting_is_real", "passed": None, "text": "no interval"})
     gain = ((uniform or {}).get("ci") or {}).get("gain_kept") or {}
     if uniform is None:
-        checks.append({"name": "not_denoising", "passed": None, "text": "no uniform row in the table"})
+        checks.append(
+            {"name": "not_denoising", "passed": None, "text": "no uniform row in the table"}
+        )
     elif not gain.get("measurable"):
         checks.append(
             {
@@ -72,15 +71,13 @@ def study_gate(adapted: dict | None, uniform: dict | None) -> dict:
             }
         )
     states = [c["passed"] for c in checks]
-    passed = None if None in states else all(states)
-    if passed is None:
-        regime = "undecided"
-    elif passed:
-        regime = "forgetting"
-    elif checks[0]["passed"] is False:
+    passed = False if False in states else (None if None in states else True)
+    if checks[0]["passed"] is False:
         regime = "no measurable forgetting"
-    else:
+    elif checks[1]["passed"] is False:
         regime = "denoising"
+    else:
+        regime = {True: "forgetting", None: "undecided"}[passed]
     return {"passed": passed, "checks": checks, "regime": regime}
 
 

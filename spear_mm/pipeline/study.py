@@ -15,6 +15,7 @@ from pathlib import Path
 from spear_mm.io.sources import resolve_model
 from spear_mm.pipeline.config import RunConfig
 from spear_mm.pipeline.document import SCHEMA_VERSION as COMPARE_DOC
+from spear_mm.pipeline.document import replay_id
 from spear_mm.pipeline.stages import Stage, run_stage
 from spear_mm.sweep.document import SCHEMA_VERSION as SWEEP_DOC
 
@@ -71,7 +72,13 @@ def train_config(cfg: RunConfig, folder: Path):
                        out=str(folder), resume="auto")  # fmt: skip
 
 
-def train_stage(cfg: RunConfig, run_dir: Path) -> Stage:
+def train_stage(cfg: RunConfig, run_dir: Path, replay: float | None = None) -> Stage:
+    """The CPT; with `replay`, the replay baseline: the same CPT with that share of general
+    tokens (stage folder `replay_<percent>`)."""
+    name = "train"
+    if replay is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, replay_ratio=replay))
+        name = replay_id(replay)
     payload = {k: _section(cfg, k) for k in ("model", "data", "trainer")} | {"seed": cfg.seed}
 
     def run(folder: Path) -> dict:
@@ -80,7 +87,7 @@ def train_stage(cfg: RunConfig, run_dir: Path) -> Stage:
         last = run_training(train_config(cfg, folder))
         return {"adapted": str(folder / "final"), "last_metrics": _jsonable(last)}
 
-    return Stage("train", payload, run, resumable=True)
+    return Stage(name, payload, run, resumable=True)
 
 
 def analyze_stage(cfg: RunConfig, base: Path, adapted: Path, upstream: str) -> Stage:
@@ -127,11 +134,18 @@ def sweep_stage(cfg: RunConfig, base: Path, adapted: Path, analysis: Path, up: l
     return Stage("sweep", _payload(cfg, "sweep", base, up, SWEEP_DOC), run)
 
 
-def compare_stage(cfg: RunConfig, base: Path, adapted: Path, run_dir: Path, up: list[str]) -> Stage:
+def compare_stage(
+    cfg: RunConfig,
+    base: Path,
+    adapted: Path,
+    run_dir: Path,
+    up: list[str],
+    replays: dict[float, Path] | None = None,
+) -> Stage:
     def run(folder: Path) -> dict:
         from spear_mm.pipeline.compare import compare_models
 
-        return compare_models(cfg.compare, base, adapted, run_dir, folder)
+        return compare_models(cfg.compare, base, adapted, run_dir, folder, replays or {})
 
     return Stage("compare", _payload(cfg, "compare", base, up, COMPARE_DOC), run)
 
@@ -165,7 +179,13 @@ def run_study(cfg: RunConfig) -> int:
     sweep = run_stage(run_dir, sweep_stage(cfg, base, adapted, analysis_file, keys), _log)
     markers.append(sweep)
     keys.append(sweep["key"])
-    compare = run_stage(run_dir, compare_stage(cfg, base, adapted, run_dir, keys), _log)
+    replays = {}
+    for ratio in cfg.replay:  # the replay baselines: CPT runs of their own
+        marker = run_stage(run_dir, train_stage(cfg, run_dir, replay=ratio), _log)
+        markers.append(marker)
+        keys.append(marker["key"])
+        replays[ratio] = Path(marker["summary"]["adapted"])
+    compare = run_stage(run_dir, compare_stage(cfg, base, adapted, run_dir, keys, replays), _log)
     markers.append(compare)
 
     from spear_mm.pipeline.findings import build_report

@@ -50,3 +50,9 @@ def test_missing_data_leaves_the_gate_undecided():
     g = study_gate(_adapted(0.10, 0.09, 0.11), _uniform(0, 0, 0, measurable=False))
     assert g["passed"] is None and g["regime"] == "undecided"
     assert study_gate(None, None)["checks"][0]["text"] == "no interval"
+
+
+def test_a_failed_check_fails_the_gate_even_when_the_other_lacks_data():
+    g = study_gate(_adapted(-0.2, -0.25, -0.15), None)
+    assert g["passed"] is False and g["regime"] == "no measurable forgetting"
+    assert "moved -0.2000 bpb [-0.2500, -0.1500]: no forgetting" in g["checks"][0]["text"]

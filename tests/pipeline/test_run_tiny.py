@@ -29,7 +29,7 @@ def _run(out, home, *extra):
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
     out, home = tmp_path / "study", tmp_path / "home"
-    first = _run(out, home)
+    first = _run(out, home, "replay=[0.25]")
     assert first.returncode == 0, first.stderr[-2000:]
     for path in (
         "report.md",
@@ -44,6 +44,8 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
         "sweep/selected_recipe.yaml",
         "sweep/merged/config.json",
         "compare/compare.json",
+        "compare/tradeoff.png",
+        "replay_25/final/config.json",
     ):
         assert (out / path).is_file(), path
     rows = json.loads((out / "compare/compare.json").read_text())["rows"]
@@ -56,7 +58,13 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
 
     table = read_compare(out / "compare/compare.json")  # each document through its one reader
     ids = [r["id"] for r in table.rows]
-    assert ids[:5] == ["base", "adapted", "conservative", "balanced", "aggressive"]
+    assert ids[:6] == ["base", "adapted", "replay_25", "conservative", "balanced", "aggressive"]
+    replay = table.row("replay_25")
+    assert replay["model"] == "CPT + 25% general replay" and replay["checkpoint"]
+    assert replay["general_bpb"] != table.row("adapted")["general_bpb"]  # a CPT of its own
+    assert replay["ci"]["gain_kept"]["denominator"]  # a ratio record against base / plain CPT
+    replay_stage = json.loads((out / "replay_25" / "stage.json").read_text())
+    assert replay_stage["payload"]["data"]["replay_ratio"] == 0.25
     assert table.row("selected") is not None  # (no uniform row: none meets the tiny target)
     assert read_sweep(out / "sweep/sweep.json").solver["selected"]
     assert sorted(read_analysis(out / "analyze/analysis.json").layer_ranking) == [0, 1, 2, 3]
@@ -78,18 +86,19 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
     assert calib["role"] == "calibration" and not set(calib["ids"]) & test_ids
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "depth baseline" in report
+    assert "- Gate " in report and "CPT + 25% general replay" in report
     assert "Test-role documents only" in report and "95%" in report
     assert "meets the paper" not in report and "different metric" in report
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
 
-    again = _run(out, home)
+    again = _run(out, home, "replay=[0.25]")
     assert again.returncode == 0, again.stderr[-2000:]
-    for stage in ("train", "analyze", "sweep", "compare"):
+    for stage in ("train", "analyze", "sweep", "replay_25", "compare"):
         assert f"[{stage}] cached" in again.stdout
     assert json.loads((out / "compare/compare.json").read_text())["rows"] == rows
 
-    changed = _run(out, home, "sweep.target_recovered=0.3")
+    changed = _run(out, home, "sweep.target_recovered=0.3", "replay=[0.25]")
     assert changed.returncode == 0, changed.stderr[-2000:]
     assert "[train] cached" in changed.stdout and "[analyze] cached" in changed.stdout
     assert "[sweep] running" in changed.stdout

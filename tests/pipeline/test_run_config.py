@@ -1,5 +1,5 @@
-"""`spear-mm run heldout.*`: one held-out setting shared by analyze, sweep and compare, with the
-CPT's own training text excluded from the roles."""
+"""`spear-mm run` config rules: one held-out setting for every stage (with the CPT's own
+training text excluded from the roles), and the replay ratios."""
 
 from __future__ import annotations
 
@@ -26,3 +26,21 @@ def test_run_heldout_reaches_every_stage_and_excludes_the_training_text(tmp_path
 def test_stage_level_heldout_in_a_run_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match=r"sweep.probe.heldout in run config: .*heldout.\{"):
         compose("run", ["sweep.probe.heldout.finance=/x.jsonl", f"out={tmp_path}"], RunConfig)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("replay=[0.0]", r"replay=\[0.0\] in run config: 0.0 is not a share"),
+        ("replay=[1.5]", r"1.5 is not a share of the training tokens in \(0, 1\)"),
+        ("replay=[0.1,0.1]", "a ratio repeats"),
+    ],
+)
+def test_bad_replay_ratios_are_one_line_errors(tmp_path, override, message):
+    with pytest.raises(UserError, match=message):
+        compose("run", [override, f"out={tmp_path}"], RunConfig)
+
+
+def test_replay_needs_general_text(tmp_path):
+    with pytest.raises(UserError, match="data.general is null"):
+        compose("run", ["replay=[0.1]", "data.general=null", f"out={tmp_path}"], RunConfig)
