@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # the other's queue, so one long file does not leave a core idle at the end.
 PYTEST_PAR ?= -n 2 --dist worksteal
 
-.PHONY: install test test-fast demo demo-full lint format clean
+.PHONY: install test test-fast demo demo-full study lint format clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ demo: $(STAMP)
 
 demo-full: $(STAMP)
 	$(VENV)/bin/spear-mm run experiment=demo_full
+
+study: $(STAMP)
+	$(VENV)/bin/spear-mm run experiment=study
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spear_mm tests scripts

@@ -71,8 +71,10 @@ class RunConfig:
     seeds: list[int] = field(default_factory=list)
     # Replay baselines: one more CPT per general-replay ratio (e.g. [0.1, 0.25]: 10% and 25% of
     # the training tokens from data.general), same seed, steps and data otherwise; each is a row
-    # of the report's table and a point of its trade-off plot (docs/pipeline.md).
+    # of the report's table and a point of its trade-off plot (docs/metrics.md, "Replay").
     replay: list[float] = field(default_factory=list)
+    # With seeds=[...]: the seeds that also train the replay baselines (null: every seed).
+    replay_seeds: list[int] | None = None
     title: str = "SPEAR-MM study"
     # The probes' held-out text for every stage (eval.config.HeldoutConfig): set it here, once;
     # the CPT's own corpora (data.domain / data.general, when files or folders) are excluded.
@@ -100,6 +102,12 @@ class RunConfig:
                 )
         if len(set(self.replay)) != len(self.replay):
             raise UserError(f"replay={list(self.replay)} in run config: a ratio repeats")
+        stray = sorted(set(self.replay_seeds or []) - set(self.seeds))
+        if stray and self.seeds:
+            raise UserError(
+                f"replay_seeds={list(self.replay_seeds)} in run config: seed(s) {stray} are not "
+                f"in seeds={list(self.seeds)}; list seeds the study runs"
+            )
         if self.replay and not self.data.general:
             raise UserError(
                 "replay in run config: needs general text to replay, but data.general is null; "

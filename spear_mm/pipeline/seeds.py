@@ -28,13 +28,17 @@ HEADLINE = (
     (SELECTED, "selected", "forgetting_recovered"),
     (UNIFORM, "uniform baseline", "gain_kept"),
     (UNIFORM, "uniform baseline", "forgetting_recovered"),
+    (ADAPTED, "plain CPT (adapted)", "general_mc"),
+    (SELECTED, "selected", "general_mc"),
 )
+REPLAY_KEYS = ("gain_kept", "forgetting_recovered", "general_mc")
 
 
 def seed_config(cfg, seed: int):
     """The run config of one seed: its own sub-folder, no further seed list."""
     out = str(Path(cfg.out) / f"seed_{seed}")
-    return dataclasses.replace(cfg, seed=int(seed), out=out, seeds=[])
+    replay = cfg.replay if cfg.replay_seeds is None or seed in cfg.replay_seeds else []
+    return dataclasses.replace(cfg, seed=int(seed), out=out, seeds=[], replay=list(replay))
 
 
 def _value(row: dict | None, key: str) -> tuple[float | None, dict | None]:
@@ -52,7 +56,8 @@ def seed_record(run_dir: Path, seed: int) -> dict:
     compare = read_compare(run_dir / "compare" / "compare.json")
     sweep = read_sweep(run_dir / "sweep" / "sweep.json")
     numbers = {}
-    for row_id, name, key in HEADLINE:
+    replays = [(r["id"], r["model"]) for r in compare.rows if r["id"].startswith("replay_")]
+    for row_id, name, key in [*HEADLINE, *((i, m, k) for i, m in replays for k in REPLAY_KEYS)]:
         value, iv = _value(compare.row(row_id), key)
         numbers[f"{name}: {key}"] = {"value": value, "interval": iv}
     selected = compare.row(SELECTED)
@@ -80,8 +85,9 @@ def spread(values: list[float | None]) -> dict:
 
 
 def summarize(records: list[dict]) -> dict:
-    keys = list(records[0]["numbers"]) if records else []
-    across = {k: spread([r["numbers"][k]["value"] for r in records]) for k in keys}
+    keys = list(dict.fromkeys(k for r in records for k in r["numbers"]))  # a replay row may
+    # exist on some seeds only (replay_seeds): its other cells are n/a
+    across = {k: spread([r["numbers"].get(k, {}).get("value") for r in records]) for k in keys}
     return {"text_role": "test", "seeds": records, "across_seeds": across}
 
 
@@ -104,7 +110,7 @@ def to_markdown(summary: dict) -> str:
     for key, agg in summary["across_seeds"].items():
         cells = []
         for r in seeds:
-            n = r["numbers"][key]
+            n = r["numbers"].get(key, {"value": None})
             iv = n.get("interval") or {}
             ci = (
                 f" [{_fmt(iv.get('lo'))}, {_fmt(iv.get('hi'))}]" if iv.get("lo") is not None else ""

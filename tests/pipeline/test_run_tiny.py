@@ -107,10 +107,15 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
 @pytest.mark.slow
 def test_tiny_study_over_two_seeds_writes_a_cross_seed_summary(tmp_path):
     out, home = tmp_path / "seeds", tmp_path / "home"
-    res = _run(out, home, "seeds=[0,1]")
+    res = _run(out, home, "seeds=[0,1]", "replay=[0.1]", "replay_seeds=[0]")
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((out / "seeds_summary.json").read_text())
     assert [r["seed"] for r in summary["seeds"]] == [0, 1]
+    assert (out / "seed_0" / "replay_10").is_dir() and not (out / "seed_1" / "replay_10").exists()
+    key = "CPT + 10% general replay: general_mc"
+    assert summary["seeds"][0]["numbers"][key]["value"] is not None
+    assert key not in summary["seeds"][1]["numbers"] and summary["across_seeds"][key]["n"] == 1
+    assert all(r["gate"]["regime"] for r in summary["seeds"])
     for r in summary["seeds"]:
         assert (out / f"seed_{r['seed']}" / "report.md").is_file()
         assert r["sweep_verdict"]
