@@ -261,8 +261,8 @@ def _doc_scores(windows: Windows, per_row: list[float], ids) -> DocScores:
     )
 
 
-@torch.no_grad()
-def _score_batch(model, windows: Windows, rows: list[int], device, autocast: bool) -> list[float]:
+def window_batch(windows: Windows, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of `rows`, right-padded; targets are -100 where nothing is scored."""
     width = max(len(windows.inputs[i]) for i in rows)
     x = torch.zeros((len(rows), width), dtype=torch.long)
     y = torch.full((len(rows), width), -100, dtype=torch.long)  # -100: not scored
@@ -270,7 +270,18 @@ def _score_batch(model, windows: Windows, rows: list[int], device, autocast: boo
         n, k = len(windows.inputs[i]), windows.n_score[i]
         x[b, :n] = torch.tensor(windows.inputs[i])
         y[b, n - k : n] = torch.tensor(windows.targets[i][n - k :])
-    x, y = x.to(device), y.to(device)
+    return x, y
+
+
+def use_autocast(model: torch.nn.Module, autocast_bf16: bool | None) -> bool:
+    """Whether scoring `model` runs in bf16 autocast (the probes' rule, see `score_windows`)."""
+    return _use_autocast(model, next(model.parameters()).device, autocast_bf16)
+
+
+@torch.no_grad()
+def _score_batch(model, windows: Windows, rows: list[int], device, autocast: bool) -> list[float]:
+    x, y = window_batch(windows, rows)
+    x, y, width = x.to(device), y.to(device), x.shape[1]
     ctx = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         if autocast

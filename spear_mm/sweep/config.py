@@ -13,6 +13,32 @@ from spear_mm.eval.backends import LmEvalBackend
 from spear_mm.eval.config import ProbeSettings, SuiteConfig
 from spear_mm.sweep.schedule import DEFAULT_KIND_GAMMA, FAMILIES, KIND_GROUPS, NONLAYER_POLICIES
 
+
+@dataclass
+class LearnSettings:
+    """How a point of the `learned` family is fitted (spear_mm/sweep/learned.py, docs/sweeps.md)."""
+
+    knots: int = 4  # depth knots per in-block group: 3·knots + 2 parameters
+    steps: int = 16  # Adam steps per fit
+    lr: float = 0.3  # Adam step size on the logits
+    penalty: float = 10.0  # μ: nats of domain NLL per nat of general NLL over the budget
+    # Windows of each probe per step (its minibatch): 16 steps x 1 window of 256 tokens of each
+    # probe, forward and backward, measured at about the cost of 10 sweep points with 2048-token
+    # probes (scripts/bench_learned.py, docs/benchmarks.md).
+    windows_per_step: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.knots <= 20:
+            raise UserError(f"sweep learn.knots={self.knots}: use 1..20 (3·knots + 2 parameters)")
+        for key in ("steps", "windows_per_step"):
+            if getattr(self, key) < 1:
+                raise UserError(f"sweep learn.{key}={getattr(self, key)}: must be >= 1")
+        for key in ("lr", "penalty"):
+            if not getattr(self, key) > 0:
+                raise UserError(f"sweep learn.{key}={getattr(self, key)}: must be > 0")
+
+
 DEFAULT_KNOBS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
 MIN_POINTS = 7
 
@@ -24,12 +50,14 @@ class SweepConfig:
     out: str = MISSING
     analysis: str | None = None  # analysis.json (layer_ranking); needed by analyzer and topk
     replay: str | None = None  # a replay-trained checkpoint, scored as a baseline
-    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    # Every family but `learned` (a gradient fit per point: name it to sweep it).
+    families: list[str] = field(default_factory=lambda: [f for f in FAMILIES if f != "learned"])
     knobs: list[float] = field(default_factory=lambda: list(DEFAULT_KNOBS))
     gamma_spread: float = 3.0  # κ: exponents a^γ_i span 1/κ .. κ over the ranking
     nonlayer: str = "mean"  # restore of embeddings / final norm / lm_head: mean | knob | last
     kind_gamma: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_KIND_GAMMA))
     kind_depth_spread: float = 1.0  # kinds family: κ_d > 1 restores earlier layers more per kind
+    learn: LearnSettings = field(default_factory=LearnSettings)  # the learned family's fit
     method: str = "lerp"  # merge kernel of every point: lerp | slerp | slerp_rowwise
     target_retention: float | None = None  # general retention target (solver)
     target_recovered: float | None = None  # forgetting-recovered target (solver)

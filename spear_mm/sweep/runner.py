@@ -8,8 +8,10 @@ Every point is written as a recipe file first and that file is what gets merged,
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +54,7 @@ class Sweep:
     points: list[SweepPoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     inert: tuple[int, ...] = ()  # layers identical in base and adapted (analyzer: never restored)
+    calibration: dict | None = None  # calibration-role probes, built for the learned family
 
     @property
     def num_layers(self) -> int:
@@ -103,11 +106,11 @@ def setup(cfg: SweepConfig) -> Sweep:
 
 
 def _clear_previous(out: Path) -> None:
-    """Remove a previous sweep's recipes and selection from `out` (the sweep owns them), so no
-    stale file outlives the run that wrote it; sweep.json is replaced at the end."""
+    """Remove a previous sweep's recipes, learned fits and selection from `out` (the sweep owns
+    them), so no stale file outlives the run that wrote it; sweep.json is replaced at the end."""
     recipes_dir = out / "recipes"
     recipes_dir.mkdir(parents=True, exist_ok=True)
-    for old in recipes_dir.glob("*.yaml"):
+    for old in [*recipes_dir.glob("*.yaml"), *(out / "learned").glob("*.json")]:
         old.unlink()
     (out / "selected_recipe.yaml").unlink(missing_ok=True)
 
@@ -123,17 +126,23 @@ def evaluate_point(sw: Sweep, family: str, knob: float, role: str) -> SweepPoint
     cfg = sw.cfg
     kind = "uniform" if role == "baseline" else family
     order = list(sw.ranking.order) if sw.ranking else None
-    sched = make_schedule(
-        kind,
-        knob,
-        sw.num_layers,
-        order,
-        spread=cfg.gamma_spread,
-        nonlayer=cfg.nonlayer,
-        inert=sw.inert,
-        kind_gamma=cfg.kind_gamma,
-        kind_depth_spread=cfg.kind_depth_spread,
-    )
+    fit_s = 0.0
+    if kind == "learned":
+        t0 = time.perf_counter()
+        sched = learned_point(sw, knob)
+        fit_s = time.perf_counter() - t0
+    else:
+        sched = make_schedule(
+            kind,
+            knob,
+            sw.num_layers,
+            order,
+            spread=cfg.gamma_spread,
+            nonlayer=cfg.nonlayer,
+            inert=sw.inert,
+            kind_gamma=cfg.kind_gamma,
+            kind_depth_spread=cfg.kind_depth_spread,
+        )
     data = recipes.recipe_dict(sched, sw.base_dir, sw.adapted_dir, cfg.method)
     rel = f"recipes/{recipe_name(family, knob, role)}"
     atomic_write_text(sw.out / rel, recipes.recipe_yaml(sched, data))
@@ -147,7 +156,7 @@ def evaluate_point(sw: Sweep, family: str, knob: float, role: str) -> SweepPoint
         role,
         raw,
         rel,
-        merge_s=merge_s,
+        merge_s=merge_s + fit_s,
         eval_s=eval_s,
         layer_t=layer_t,
         nonlayer_t=nonlayer_t,
@@ -163,6 +172,26 @@ def evaluate_point(sw: Sweep, family: str, knob: float, role: str) -> SweepPoint
     )
     _score(sw, point)
     return point
+
+
+def learned_point(sw: Sweep, knob: float):
+    """Fit the learned family's point at `knob` on the calibration-role probes (built once,
+    with the sweep's probe settings); the fit's record goes to out/learned/<knob>.json."""
+    from spear_mm.sweep.learned import learned_schedule
+
+    if sw.calibration is None:
+        sw.calibration = make_probes(sw.cfg.probe, role="calibration")
+    sched, record = learned_schedule(
+        sw.session.merger, sw.calibration, sw.session.tokenizer, knob, sw.cfg.learn, progress=True
+    )
+    if record.get("fitted"):
+        rel = Path("learned") / recipes.point_filename("learned", knob).replace(".yaml", ".json")
+        (sw.out / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sw.out / rel, json.dumps(record, indent=1) + "\n")
+        last = record["trace"][-1]
+        log.info("learned@%.3g: fitted in %d steps, objective %.4f, general excess %+.4f nats",
+                 knob, len(record["trace"]), last["objective"], last["excess"])  # fmt: skip
+    return sched
 
 
 def _plan_t(plan: dict, num_layers: int) -> tuple[list[float], float | None]:

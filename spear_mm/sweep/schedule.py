@@ -19,6 +19,8 @@ Families (docs/sweeps.md has the reasoning and worked numbers):
   ``ties``, ``dare``, ``breadcrumbs``: density = 1 − a of Δ's entries kept (magnitude trim, random
   drop and L1 rescale, trim of both tails); ``lowrank``: rank_fraction = 1 − a of each matrix's
   rank kept. Every tensor, embeddings included, gets the same setting.
+- ``learned``  per kind group and depth, fitted by gradient on calibration-role text under a
+               general-NLL budget set by the knob (spear_mm/sweep/learned.py): not built here.
 
 γ_i = κ^(2·p_i − 1), where p_i ∈ [0, 1] is the layer's position in the ranking (0 = restore
 first) and κ ≥ 1 the spread (`gamma_spread`); κ = 1 is the uniform family. The exponents' geometric
@@ -52,7 +54,7 @@ TASK_VECTOR_FAMILIES = {
     "breadcrumbs": ("breadcrumbs", "density"),
     "lowrank": ("lowrank", "rank_fraction"),
 }
-FAMILIES = ("uniform", "depth", "analyzer", "topk", "kinds", *TASK_VECTOR_FAMILIES)
+FAMILIES = ("uniform", "depth", "analyzer", "topk", "kinds", *TASK_VECTOR_FAMILIES, "learned")
 NONLAYER_POLICIES = ("mean", "knob", "last")
 KIND_GROUPS = ("attention", "mlp", "norm", "embeddings")
 # A starting hypothesis, not a finding (docs/sweeps.md): attention restored ahead of the MLP.
@@ -219,6 +221,12 @@ def make_schedule(
     ``inert`` (layers identical in both models) is used by ``analyzer`` only."""
     if family in TASK_VECTOR_FAMILIES:
         return task_vector_schedule(family, knob, num_layers)
+    if family == "learned":
+        if knob not in (0.0, 1.0):
+            raise ValueError("the learned family is fitted (spear_mm.sweep.learned) inside (0, 1)")
+        r = float(knob)  # the exact ends need no fit: the adapted model and the base
+        groups = tuple((g, (r,) * num_layers) for g in KIND_GROUPS[:3])
+        return Schedule(family, r, (r,) * num_layers, r, kind_restore=groups, final_norm_restore=r)
     if family == "kinds":
         gamma = DEFAULT_KIND_GAMMA if kind_gamma is None else kind_gamma
         return kind_schedule(knob, num_layers, gamma, kind_depth_spread)
