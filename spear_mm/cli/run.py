@@ -10,8 +10,11 @@ DESCRIPTION = (
     "with the uniform baseline -> the recipe that meets the target -> the merged model ->\n"
     "report.md / report.html. Stages are cached by their inputs: a re-run reuses finished\n"
     "stages, a changed target recomputes only the sweep and what follows.\n"
-    "Experiments: experiment=demo (SmolLM2-135M, ~15 min on 2 CPU cores), demo_full (~36 min:\n"
-    "8192-token probes, 4 families), tiny (a random 4-layer model, seconds), llama31_8b_finance (GPUs)."
+    "Experiments: experiment=demo (SmolLM2-135M, <= 15 min on 2 CPU cores), demo_full (the demo\n"
+    "at full CPT batch, 8192-token probes, every family), study (the testbed: annealed CPT,\n"
+    "3 seeds, replay baselines, the gate; ~2 h), tiny (a random 4-layer model, seconds),\n"
+    "llama31_8b_finance_study (GPUs). Own held-out text: heldout.finance=FILE; replay\n"
+    "baselines: replay=[0.1,0.25]; several CPT seeds: seeds=[0,1,2]."
 )
 
 
