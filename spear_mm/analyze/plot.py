@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from spear_mm.io.atomic import save_figure
+
 
 def _title(doc: dict) -> str:
     val = doc.get("validation")
@@ -73,6 +75,4 @@ def plot_layer_impact(doc: dict, path: Path) -> None:
     if not ax1.yaxis_inverted():  # layer 0 on top (imshow already inverts the shared axis)
         ax1.invert_yaxis()
     fig.suptitle(_title(doc), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -129,6 +129,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_figure(fig, path: str | os.PathLike, **savefig) -> None:
+    """Write a matplotlib figure as PNG atomically (a temp file renamed over `path`), then close
+    it: a reader never sees half a plot."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+    fig.savefig(tmp, format="png", **savefig)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def json_safe(obj):
     """A copy of `obj` that strict JSON can hold: NaN / inf → None, paths → str (recursively)."""
     if isinstance(obj, float):

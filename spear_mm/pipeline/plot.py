@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spear_mm.io.atomic import save_figure
+
 MARKERS = {"base": ("s", "black"), "adapted": ("D", "black"), "uniform": ("^", "tab:gray")}
 
 
@@ -51,8 +53,4 @@ def draw_table(rows: list[dict], path: Path, title: str = "") -> None:
     ax.set_title(title or "Every model of the table, with 95% intervals", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from spear_mm.io.atomic import save_figure
 from spear_mm.sweep.points import SweepPoint
 
 COLORS = {"uniform": "#1f77b4", "depth": "#2ca02c", "analyzer": "#d62728", "topk": "#9467bd"}
@@ -130,8 +131,4 @@ def draw_frontier(
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[1]:
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
