@@ -32,6 +32,7 @@ from spear_mm.pipeline.document import (
     UNIFORM,
     replay_id,
 )
+from spear_mm.pipeline.families import families_finding, family_check
 from spear_mm.sweep.document import read_sweep
 from spear_mm.sweep.points import derive_scores, finite_or_none
 
@@ -186,6 +187,7 @@ def compare_models(
             done[text] = row
         _log_row(row)
         rows.append(row)
+    families = _family_check(ccfg, merger, tokenizer, probes, run_dir / "sweep", rows)
     del merger  # the replay checkpoints are loaded one at a time below
     for k, (ratio, path) in enumerate(sorted((replays or {}).items())):
         t0, label = time.perf_counter(), f"CPT + {100 * ratio:g}% general replay"
@@ -203,6 +205,7 @@ def compare_models(
         "probe": {k: v for k, v in next(iter(meta.values())).items() if k in _SETTINGS},
         "probes": meta,
         "roles": role_records(getattr(ccfg, "heldout", None)),
+        "families": families,
         "bootstrap": {"resamples": int(ccfg.resamples), "seed": int(ccfg.seed), "level": 0.95},
     }
     (folder / "compare.json").write_text(json.dumps(json_safe(doc), indent=1))
@@ -210,6 +213,34 @@ def compare_models(
 
     draw_table(rows, folder / "tradeoff.png")
     return {"rows": len(rows), "text_role": ROLE}
+
+
+def _family_check(ccfg, merger, tokenizer, probes, sweep_dir: Path, rows: list[dict]):
+    """Each sweep family's selection-chosen point and the uniform line, re-scored on test-role
+    text (spear_mm.pipeline.families); None when switched off or without a sweep."""
+    if not ccfg.family_check or not (sweep_dir / "sweep.json").is_file():
+        return None
+    t0 = time.perf_counter()
+
+    def score(recipe: Path) -> dict[str, list[float]]:
+        merger.apply(load_recipe(recipe))
+        return {n: list(p.score(merger.model, tokenizer).docs.nll) for n, p in probes.items()}
+
+    anchors = {row["id"]: row["docs"] for row in rows if row["id"] in (BASE, ADAPTED)}
+    nbytes = {name: probe.documents(tokenizer)["bytes"] for name, probe in probes.items()}
+    check = family_check(
+        read_sweep(sweep_dir / "sweep.json"),
+        sweep_dir,
+        score,
+        anchors,
+        nbytes,
+        resamples=int(ccfg.resamples),
+        seed=int(ccfg.seed),
+    )
+    if check is not None:
+        check["seconds"] = round(time.perf_counter() - t0, 2)
+        print(f"spear-mm run: [compare] {families_finding(check)}", flush=True)
+    return check
 
 
 def _log_row(row: dict) -> None:

@@ -37,6 +37,9 @@ class CompareConfig:
     doc_max_tokens: int | None = None  # tokens per document at most (null: no cap), as sweep.probe
     resamples: int = 2000  # bootstrap resamples behind every 95% interval of the table
     seed: int = 0  # seed of the bootstrap draws (the same seed gives the same intervals)
+    # Re-score each sweep family's chosen point and the uniform line on test-role text, for the
+    # per-family verdict against uniform (spear_mm.pipeline.families; one probe pass per point)
+    family_check: bool = True
     # lm-eval's multi-GPU modes for the accuracy columns (spear_mm/eval/backends.py)
     lm_eval: LmEvalBackend = field(default_factory=LmEvalBackend)
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)  # as analyze.probe.heldout

@@ -35,6 +35,7 @@ class CompareDoc(StageDocument):
     probe: dict = {}
     probes: dict = {}
     roles: dict = {}
+    families: dict | None = None  # test-role verdict per sweep family (pipeline.families)
     bootstrap: dict = {}
 
     @field_validator("rows")

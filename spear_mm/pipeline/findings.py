@@ -20,6 +20,7 @@ from spear_mm.pipeline.document import (
     CompareDoc,
     read_compare,
 )
+from spear_mm.pipeline.families import families_finding
 from spear_mm.pipeline.gate import gate_finding, study_gate
 from spear_mm.pipeline.report import Report, fmt, interval, pct, ratio_notes, ratio_text
 from spear_mm.runinfo import versions
@@ -259,6 +260,8 @@ def build_report(
             "Sweep verdict (layer-aware families vs the uniform line, selection-role text): "
             f"{verdict['summary']}"
         )
+    if (fam := families_finding(compare.families)) is not None:
+        findings.append(fam)
     a_lines, table = analyzer_findings(analysis)
     findings += a_lines
     findings += [f"Note: {n}" for n in sweep.notes]

@@ -60,6 +60,12 @@ def seed_record(run_dir: Path, seed: int) -> dict:
     for row_id, name, key in [*HEADLINE, *((i, m, k) for i, m in replays for k in REPLAY_KEYS)]:
         value, iv = _value(compare.row(row_id), key)
         numbers[f"{name}: {key}"] = {"value": value, "interval": iv}
+    check = compare.families or {}
+    for fam, rec in (check.get("families") or {}).items():  # test-role advantage over uniform
+        numbers[f"{fam} family: gain kept − uniform's at equal general score"] = {
+            "value": rec.get("best_advantage"),
+            "interval": rec.get("best_advantage_interval"),
+        }
     selected = compare.row(SELECTED)
     verdict = sweep.verdict or {}
     gate = study_gate(compare.row(ADAPTED), compare.row(UNIFORM))
@@ -71,6 +77,7 @@ def seed_record(run_dir: Path, seed: int) -> dict:
         "selected": selected["model"] if selected else None,
         "selected_vs_uniform": ((selected or {}).get("vs_uniform") or {}).get("call"),
         "sweep_verdict": verdict.get("summary"),
+        "test_verdict": check.get("summary"),
         "layer_aware_beats_uniform": verdict.get("layer_aware_beats_uniform"),
     }
 
@@ -124,7 +131,9 @@ def to_markdown(summary: dict) -> str:
     for r in seeds:
         lines.append(
             f"- seed {r['seed']}: gate {_gate(r.get('gate'))}; selected {r['selected']} (vs uniform: "
-            f"{r['selected_vs_uniform'] or 'n/a'}); sweep: {r['sweep_verdict']}"
+            f"{r['selected_vs_uniform'] or 'n/a'}); sweep (selection-role text): "
+            f"{r['sweep_verdict']}; families vs uniform (test-role text): "
+            f"{r.get('test_verdict') or 'n/a'}"
         )
     return "\n".join(lines) + "\n"
 

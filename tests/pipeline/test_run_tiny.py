@@ -84,7 +84,16 @@ def test_tiny_study_end_to_end_and_cached_rerun(tmp_path):
     analysis = json.loads((out / "analyze/analysis.json").read_text())
     calib = analysis["ablation"]["per_doc"]["probes"]["finance"]
     assert calib["role"] == "calibration" and not set(calib["ids"]) & test_ids
+    fam = compare["families"]  # each family's selection-chosen point vs uniform, on test text
+    chosen = {f for f, v in sweep["verdict"]["families"].items() if v.get("best_knob") is not None}
+    assert fam["text_role"] == "test" and fam["chosen_on"] == "selection"
+    assert chosen and set(fam["families"]) == chosen
+    for v in fam["families"].values():
+        iv = v["best_advantage_interval"]
+        assert iv["lo"] <= v["best_advantage"] <= iv["hi"] and iv["resamples"] == 2000
+        assert v["call"] in ("beats", "loses", "no evidence either way")
     report = (out / "report.md").read_text()
+    assert "Families vs uniform on test-role text" in report
     assert "## Findings" in report and "depth baseline" in report
     assert "- Gate " in report and "CPT + 25% general replay" in report
     assert "Test-role documents only" in report and "95%" in report
@@ -118,7 +127,11 @@ def test_tiny_study_over_two_seeds_writes_a_cross_seed_summary(tmp_path):
     assert all(r["gate"]["regime"] for r in summary["seeds"])
     for r in summary["seeds"]:
         assert (out / f"seed_{r['seed']}" / "report.md").is_file()
-        assert r["sweep_verdict"]
+        assert r["sweep_verdict"] and r["test_verdict"]
+    fam_key = "depth family: gain kept − uniform's at equal general score"
+    assert all(r["numbers"][fam_key]["interval"]["lo"] is not None for r in summary["seeds"])
+    assert summary["across_seeds"][fam_key]["n"] == 2
+    assert "families vs uniform (test-role text)" in (out / "seeds_summary.md").read_text()
     cpt = summary["across_seeds"]["plain CPT (adapted): general_bpb"]
     values = [r["numbers"]["plain CPT (adapted): general_bpb"]["value"] for r in summary["seeds"]]
     assert values[0] != values[1]  # two CPT seeds, two adapted models
