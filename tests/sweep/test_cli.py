@@ -19,18 +19,16 @@ def run_cli(*args, cwd=None):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
-def test_sweep_cli_writes_every_output(tiny_pair, analysis, tmp_path):
+def run_on_pair(tiny_pair, analysis, out, *extra):
+    """`spear-mm sweep` on the tiny pair with 128-token probes, plus `extra` overrides."""
     base, adapted = tiny_pair
+    pair = (f"base={base}", f"adapted={adapted}", f"analysis={analysis}", f"out={out}")
+    return run_cli(*pair, "probe.max_tokens=128", *extra)
+
+
+def test_sweep_cli_writes_every_output(tiny_pair, analysis, tmp_path):
     out = tmp_path / "out"
-    res = run_cli(
-        f"base={base}",
-        f"adapted={adapted}",
-        f"analysis={analysis}",
-        f"out={out}",
-        "probe.max_tokens=128",
-        "target_retention=0.5",
-        "materialize=true",
-    )
+    res = run_on_pair(tiny_pair, analysis, out, "target_retention=0.5", "materialize=true")
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads((out / "sweep.json").read_text())
     rows = list(csv.DictReader((out / "sweep.csv").open()))
@@ -51,7 +49,7 @@ def test_sweep_cli_writes_every_output(tiny_pair, analysis, tmp_path):
     assert doc["solver"]["status"] == "trivially_met"
     assert "trivially met" in res.stdout
     assert (out / "selected_recipe.yaml").is_file() and (out / "frontier.png").stat().st_size > 0
-    with CheckpointReader(out / "merged") as got, CheckpointReader(adapted) as want:
+    with CheckpointReader(out / "merged") as got, CheckpointReader(tiny_pair[1]) as want:
         for name in want.names:
             assert torch.equal(got.get(name), want.get(name)), name
     assert (out / "run_info.json").is_file() and (out / "config.yaml").is_file()
@@ -142,14 +140,11 @@ def test_sweep_reads_a_users_heldout_corpus_selection_role(tiny_pair, analysis, 
             for i in range(24)
         )
     )
-    base, adapted = tiny_pair
     out = tmp_path / "out"
-    res = run_cli(
-        f"base={base}",
-        f"adapted={adapted}",
-        f"analysis={analysis}",
-        f"out={out}",
-        "probe.max_tokens=128",
+    res = run_on_pair(
+        tiny_pair,
+        analysis,
+        out,
         f"probe.heldout.finance={heldout}",
         "families=[uniform]",
         "refine_steps=0",
@@ -161,12 +156,6 @@ def test_sweep_reads_a_users_heldout_corpus_selection_role(tiny_pair, analysis, 
     selection = set(heldout_split(str(heldout))[1].ids("selection"))
     assert probes["finance"]["ids"] and set(probes["finance"]["ids"]) <= selection
     assert not set(probes["general"]["ids"]) & {f"doc{i}" for i in range(24)}
-    bad = run_cli(
-        f"base={base}",
-        f"adapted={adapted}",
-        f"analysis={analysis}",
-        f"out={tmp_path / 'bad'}",
-        "probe.heldout.finance=/no/such.jsonl",
-    )
+    bad = run_on_pair(tiny_pair, analysis, tmp_path / "bad", "probe.heldout.finance=/no/such.jsonl")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "heldout.finance='/no/such.jsonl'" in bad.stderr
