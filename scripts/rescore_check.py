@@ -1,4 +1,4 @@
-"""Re-score finished analyses: the magnitude-aware default vs the old rank-based one vs depth.
+"""Re-score finished analyses: the shipped default score vs the rank-only one vs depth.
 
     python scripts/rescore_check.py runs/an-s0-8192/analysis.json runs/an-s1-8192/analysis.json ...
 
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     print(
-        "| study | documents | depth | rank-based default | magnitude-aware default "
+        "| study | documents | depth | rank-only default | shipped default "
         "| new − old | new − depth | far-out | unchanged |"
     )
     print("|---|---|---|---|---|---|---|---|---|")

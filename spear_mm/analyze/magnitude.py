@@ -1,24 +1,19 @@
-"""Magnitude-preserving feature scaling, unchanged layers and far-out layers (pure).
+"""Unchanged layers, far-out layers and how far out they are (pure).
 
-Why not ranks: a rank keeps only the order of layers, so a layer that moved ten times more than
-the rest scores like the runner-up, and a layer that did not move at all still gets a rank (and
-depth can put it first). The combined score therefore scales every feature robustly instead:
+Why ranks alone are not enough: a rank keeps only the order of layers, so a layer that moved ten
+times more than the rest scores like the runner-up, and a layer that did not move at all still gets
+a rank (and depth can put it first). The combined score (``validate.combined_score``) therefore
+keeps ranks where they were validated — the bulk of ordinary layers — and adds magnitude where it
+matters:
 
-    g(x) = 0.5 + (x − median) / (2 · IQR)
-
-over the layers that changed. For features spread evenly over the layers this is what ``rank01``
-gave (the quartiles land on 0.25 / 0.75, the extremes near 0 / 1; depth maps exactly to
-``depth / (L − 1)`` when every layer changed), so specs chosen under ranks keep their balance; but
-a layer far outside the bulk keeps its distance — ten interquartile ranges above the median is
-+5, not +0.5. The median and IQR ignore the outliers they must not be pulled by. When the IQR is 0
-(more than half the layers share one value) the mean absolute deviation from the median stands in;
-a constant feature maps to 0.5 everywhere, as under ranks.
-
-"Far out" is Tukey's far-out fence: x > Q3 + 3 · IQR (same fallback scale), measured on the
-layer's overall change ``rel_drift`` (√ΣΔ² / √ΣW² over its matrices — over 99% of its
-parameters). A layer is *unchanged* when every one of its tensors is identical in both
-checkpoints (``rel_drift``, ``norm_drift`` and every bias drift exactly 0): restoring it is a
-no-op.
+- a layer is *unchanged* when every one of its tensors is identical in both checkpoints
+  (``rel_drift``, ``norm_drift`` and every bias drift exactly 0): restoring it is a no-op, so it is
+  ranked last by rule;
+- a layer is *far out* when its overall change ``rel_drift`` (√ΣΔ² / √ΣW² over its matrices — over
+  99% of its parameters) lies beyond Tukey's far-out fence Q3 + 3 · IQR of the changed layers; its
+  *lift* is the distance beyond the fence in units of 2 · IQR (the mean absolute deviation from the
+  median stands in when the IQR is 0). Median and quartiles ignore the outliers they must not be
+  pulled by.
 """
 
 from __future__ import annotations
@@ -42,16 +37,6 @@ def center_scale(values: list[float]) -> tuple[float, float, float]:
     if scale <= 0.0:
         scale = float(np.mean(np.abs(x - med)))
     return float(med), float(q3), scale
-
-
-def robust_scale(values: list[float], ref: list[int] | None = None) -> list[float]:
-    """g(x) = 0.5 + (x − median) / (2·scale) with median / scale over ``values[ref]`` (all
-    when ``ref`` is None); 0.5 everywhere for a constant reference."""
-    pick = values if ref is None else [values[i] for i in ref]
-    med, _, scale = center_scale(pick)
-    if scale <= 0.0:
-        return [0.5] * len(values)
-    return [0.5 + (v - med) / (2.0 * scale) for v in values]
 
 
 def unchanged_layers(features: list[dict[str, float]]) -> list[int]:
@@ -95,9 +80,10 @@ def outlier_layers(features: list[dict[str, float]]) -> list[int]:
 
 
 def outlier_lift(features: list[dict[str, float]]) -> list[float]:
-    """How far each layer's overall change lies beyond the fence, in g units (0 inside it).
+    """How far each layer's overall change lies beyond the fence, in units of 2·scale (0 inside).
 
-    max(0, g(x) − g(fence)) = max(0, x − fence) / (2·scale): continuous at the fence and growing
+    max(0, x − fence) / (2·scale) — the span of one feature's ranks (0 to 1) is two IQRs of an
+    evenly spread feature — continuous at the fence and growing
     with the magnitude, so a layer just past the fence moves a little and one ten IQRs past it
     moves to the top.
     """

@@ -1,12 +1,13 @@
 """Rank statistics, the combined score, and how well weight signals predict the ablation (pure).
 
-The combined weight-only score is ``Σ_f w_f · g(feature_f) + guard · Σ|w| · lift`` over layer
-features (see ``aggregate.layer_features``), where g is the magnitude-preserving robust scaling of
-``magnitude.robust_scale`` (not a rank: an outlier keeps its distance) and ``lift`` is how far a
-layer's overall change lies beyond Tukey's far-out fence (0 for ordinary layers). Layers whose
-tensors did not change at all score below every layer that did. A ``ScoreSpec`` can be fitted on
-one study (``fit_spec``) and applied unchanged to another (``score_spec=FILE``); every report says
-whether the spec was fitted on the data it is scored on (``in_sample``). Reasoning:
+The combined weight-only score is ``Σ_f w_f · rank01(feature_f) + guard · Σ|w| · lift`` over layer
+features (see ``aggregate.layer_features``): ranks over the layers that changed in the bulk, and
+``lift`` — how far a layer's overall change lies beyond Tukey's far-out fence, in units of the
+change's spread (``magnitude.outlier_lift``; 0 for ordinary layers) — so a layer that moved far
+more than the rest keeps its magnitude and goes to the top. Layers whose tensors did not change at
+all score below every layer that did. A ``ScoreSpec`` can be fitted on one study (``fit_spec``)
+and applied unchanged to another (``score_spec=FILE``); every report says whether the spec was
+fitted on the data it is scored on (``in_sample``). Reasoning and the three-seed re-check:
 docs/analyzer.md §3.
 """
 
@@ -16,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from spear_mm.analyze.magnitude import changed_layers, outlier_lift, robust_scale
+from spear_mm.analyze.magnitude import changed_layers, outlier_lift
 from spear_mm.errors import UserError
 
 # The shipped default: depth (earliest layers first) plus the relative drift of the MLP up
@@ -24,20 +25,20 @@ from spear_mm.errors import UserError
 # ablations) and then checked on a third it had not seen: rho 0.73 / 0.68 / 0.79 against depth's
 # 0.66 / 0.57 / 0.71 (docs/benchmarks.md, ## Analyze). Models without an MLP up projection fall
 # back to depth alone (FALLBACK_WEIGHTS). Replace it with a spec checked on your own studies
-# (score_spec=FILE). Those ρ were measured when features entered as ranks; the magnitude-aware
-# scaling (SCORE_SCALE) keeps the same order for evenly spread features and was not re-measured on
-# those seeds yet (docs/analyzer.md).
+# (score_spec=FILE). Re-checked on 2026-12-03 on three new CPT seeds with calibration-role
+# ablations (docs/analyzer.md §3): the bulk stays rank-based because robust (IQR) scaling there
+# lost to ranks on one seed with an interval excluding 0 and won on none.
 DEFAULT_WEIGHTS = {"depth": 1.0, "rel_drift:mlp_up": 1.0}
 FALLBACK_WEIGHTS = {"depth": 1.0}
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)
 # How features enter the score; part of the pipeline's analyze-stage key, so a change of the
 # scaling recomputes cached analyses.
-SCORE_SCALE = "robust-iqr+far-out-lift+unchanged-last/1"
+SCORE_SCALE = "rank-bulk+far-out-lift+unchanged-last/2"
 
 
 @dataclass
 class ScoreSpec:
-    """Weights of the combined score over robustly scaled layer features.
+    """Weights of the combined score over layer features (ranked in the bulk, far-out lifted).
 
     ``outlier_guard`` weighs the far-out lift (in units of Σ|w|): 1 lifts a layer whose overall
     change is far out to the top whatever the features; 0 leaves the ranking to the features.
@@ -141,9 +142,9 @@ def default_spec(features: list[dict[str, float]]) -> ScoreSpec:
 def combined_score(features: list[dict[str, float]], spec: ScoreSpec) -> list[float]:
     """Per-layer combined score; a feature the study lacks is an error naming it.
 
-    Medians and IQRs are taken over the layers that changed; a layer that did not change at all
-    scores 1 below the lowest changed layer, so every ranking puts it last (all layers unchanged:
-    all 0).
+    Ranks are taken over the layers that changed; a far-out layer gets its lift on top; a layer
+    that did not change at all scores 1 below the lowest changed layer, so every ranking puts it
+    last (all layers unchanged: all 0).
     """
     live = changed_layers(features)
     score = [0.0] * len(features)
@@ -155,7 +156,7 @@ def combined_score(features: list[dict[str, float]], spec: ScoreSpec) -> list[fl
             raise UserError(
                 f"score_spec feature '{name}' not computed for this model; have: {have}"
             )
-        for i, v in enumerate(robust_scale([f[name] for f in features], live)):
+        for i, v in zip(live, rank01([features[i][name] for i in live])):
             score[i] += w * v
     guard = spec.outlier_guard * sum(abs(w) for w in spec.weights.values())
     if guard:

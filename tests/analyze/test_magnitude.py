@@ -42,19 +42,31 @@ def planted(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ the scaling kernel
-def test_robust_scale_matches_the_formula_and_ranks_for_even_spreads():
-    x = [0.3, 1.0, 0.2, 5.0, 0.7, 0.4]
-    q1, med, q3 = np.percentile(x, [25, 50, 75])
-    assert magnitude.robust_scale(x) == pytest.approx(
-        [0.5 + (v - med) / (2 * (q3 - q1)) for v in x]
-    )
-    even = [float(v) for v in range(9)]
-    assert magnitude.robust_scale(even) == pytest.approx(validate.rank01(even))
-    assert magnitude.robust_scale([2.0, 2.0, 2.0]) == [0.5, 0.5, 0.5]
-    # IQR 0 (most values equal): the mean absolute deviation keeps the outlier's distance
-    flat = [1.0] * 9 + [10.0]
-    g = magnitude.robust_scale(flat)
-    assert g[-1] == pytest.approx(0.5 + 9.0 / (2 * 0.9)) and g[0] == 0.5
+def test_without_far_out_or_unchanged_layers_the_score_is_the_rank_score():
+    """The bulk is ranked (the combination the default was validated with), exactly."""
+    rng = np.random.default_rng(0)
+    feats = [
+        {"depth": float(i), "rel_drift": v, "rel_drift:mlp_up": u, "norm_drift": 0.1}
+        for i, (v, u) in enumerate(zip(rng.uniform(1, 2, 12), rng.lognormal(0, 0.5, 12)))
+    ]
+    assert magnitude.outlier_layers(feats) == []
+    spec = validate.ScoreSpec({"depth": 1.0, "rel_drift:mlp_up": 0.5})
+    ranks = [
+        a + 0.5 * b
+        for a, b in zip(
+            validate.rank01([f["depth"] for f in feats]),
+            validate.rank01([f["rel_drift:mlp_up"] for f in feats]),
+        )
+    ]
+    assert validate.combined_score(feats, spec) == pytest.approx(ranks, abs=1e-15)
+
+
+def test_lift_keeps_the_distance_when_most_values_are_equal():
+    # IQR 0: the mean absolute deviation from the median is the scale (0.9 here)
+    feats = [{"rel_drift": v, "norm_drift": 0.1} for v in [1.0] * 9 + [10.0]]
+    fence = 1.0 + 3 * 0.9
+    assert magnitude.far_out_fence(feats) == pytest.approx(fence)
+    assert magnitude.outlier_lift(feats)[-1] == pytest.approx((10.0 - fence) / (2 * 0.9))
 
 
 def test_far_out_fence_is_tukeys():
