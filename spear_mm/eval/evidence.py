@@ -19,7 +19,9 @@ import numpy as np
 from spear_mm.eval import stats
 
 
-def _probe_draws(nll: Sequence[Sequence[float]], nbytes, probe: str, resamples: int, seed: int):
+def probe_draws(nll: Sequence[Sequence[float]], nbytes, probe: str, resamples: int, seed: int):
+    """(bpb of each model (M,), bpb on each paired replicate (B, M)): the draw is fixed by
+    `seed` and the probe's name, so every table over the same documents pairs with this one."""
     nll = np.asarray(nll, dtype=np.float64)
     counts = stats.draw_counts(nll.shape[1], resamples, stats.rng_for(seed, probe))
     return stats.bpb_of(nll, nbytes), stats.bpb_of(nll, nbytes, counts)
@@ -39,8 +41,8 @@ def bpb_table(
     `general` / `finance` are (nll rows (M, D), bytes (D,)). Ratio entries are `stats.ratio`
     records ({measurable, interval | reason, denominator}).
     """
-    g, gd = _probe_draws(*general, "general", resamples, seed)
-    f, fd = _probe_draws(*finance, "finance", resamples, seed)
+    g, gd = probe_draws(*general, "general", resamples, seed)
+    f, fd = probe_draws(*finance, "finance", resamples, seed)
     n_g, n_f = len(general[1]), len(finance[1])
     out = []
     for m in range(len(g)):
@@ -88,8 +90,8 @@ def bpb_differences(
     The call: "better" (one axis better, the other not measurably worse), "worse" (the mirror),
     "trade-off" (better on one, worse on the other), else "no evidence either way".
     """
-    g, gd = _probe_draws(*general, "general", resamples, seed)
-    f, fd = _probe_draws(*finance, "finance", resamples, seed)
+    g, gd = probe_draws(*general, "general", resamples, seed)
+    f, fd = probe_draws(*finance, "finance", resamples, seed)
     out = []
     n_g, n_f = len(general[1]), len(finance[1])
     for m in range(len(g)):

@@ -187,7 +187,8 @@ def compare_models(
             done[text] = row
         _log_row(row)
         rows.append(row)
-    families = _family_check(ccfg, merger, tokenizer, probes, run_dir / "sweep", rows)
+    meta = _probe_meta(probes, tokenizer)
+    families = _family_check(ccfg, merger, tokenizer, probes, meta, run_dir / "sweep", rows)
     del merger  # the replay checkpoints are loaded one at a time below
     for k, (ratio, path) in enumerate(sorted((replays or {}).items())):
         t0, label = time.perf_counter(), f"CPT + {100 * ratio:g}% general replay"
@@ -196,7 +197,6 @@ def compare_models(
         _log_row(row)
         rows.insert(2 + k, row)  # after base and plain CPT: rows[0] / rows[1] are the anchors
     _derive(rows)
-    meta = _probe_meta(probes, tokenizer)
     _intervals(rows, meta, int(ccfg.resamples), int(ccfg.seed))
     doc = {
         "schema_version": SCHEMA_VERSION,  # checked by spear_mm.pipeline.document.read_compare
@@ -215,7 +215,7 @@ def compare_models(
     return {"rows": len(rows), "text_role": ROLE}
 
 
-def _family_check(ccfg, merger, tokenizer, probes, sweep_dir: Path, rows: list[dict]):
+def _family_check(ccfg, merger, tokenizer, probes, meta, sweep_dir: Path, rows: list[dict]):
     """Each sweep family's selection-chosen point and the uniform line, re-scored on test-role
     text (spear_mm.pipeline.families); None when switched off or without a sweep."""
     if not ccfg.family_check or not (sweep_dir / "sweep.json").is_file():
@@ -227,7 +227,7 @@ def _family_check(ccfg, merger, tokenizer, probes, sweep_dir: Path, rows: list[d
         return {n: list(p.score(merger.model, tokenizer).docs.nll) for n, p in probes.items()}
 
     anchors = {row["id"]: row["docs"] for row in rows if row["id"] in (BASE, ADAPTED)}
-    nbytes = {name: probe.documents(tokenizer)["bytes"] for name, probe in probes.items()}
+    nbytes = {name: m["bytes"] for name, m in meta.items()}
     check = family_check(
         read_sweep(sweep_dir / "sweep.json"),
         sweep_dir,

@@ -18,9 +18,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from spear_mm.eval import stats
+from spear_mm.eval.evidence import probe_draws
 from spear_mm.sweep import evidence
 from spear_mm.sweep import frontier as fr
 from spear_mm.sweep.document import SweepDoc
@@ -89,10 +87,9 @@ def family_check(
             nll[probe].append(scored[key][probe])
     point, draws = {}, {}
     for probe in PROBES:
-        nbytes = np.asarray(doc_bytes[probe], dtype=np.float64)
-        rows = np.asarray(nll[probe], dtype=np.float64)
-        counts = stats.draw_counts(rows.shape[1], resamples, stats.rng_for(seed, probe))
-        point[probe], draws[probe] = stats.bpb_of(rows, nbytes), stats.bpb_of(rows, nbytes, counts)
+        point[probe], draws[probe] = probe_draws(
+            nll[probe], doc_bytes[probe], probe, resamples, seed
+        )
     rep = {
         "point": evidence.derived(point["general"], point["finance"], 1, 0),
         "draws": evidence.derived(draws["general"], draws["finance"], 1, 0),
