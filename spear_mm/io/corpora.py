@@ -1,9 +1,10 @@
 """The bundled text corpora: finance and general English, train and held-out splits.
 
-Four gzip-compressed JSON-lines files ship in `spear_mm/data/` (built by
+Five gzip-compressed JSON-lines files ship in `spear_mm/data/` (built by
 `scripts/build_corpora.py`; sources, licences and the split rule are in
 `spear_mm/data/PROVENANCE.md`). Each line is `{"text": ..., "source": ..., "id": ...}` with
-`source` one of `reuters`, `gnucash` (finance) or `austen`, `wordnet` (general).
+`source` one of `reuters`, `gnucash` (finance) or `austen`, `wordnet` (general);
+`finance_large_train` adds the train-only finance sources `gnucash_help`, `kmymoney`, `ledger`.
 
 A train split and its held-out split never share a document: they are split by whole units
 (a news story, a guide chapter, a novel chapter, a group of dictionary glosses). Records are
@@ -24,7 +25,17 @@ from pathlib import Path
 
 from spear_mm.errors import UserError
 
-CORPORA = ("finance_train", "finance_heldout", "general_train", "general_heldout")
+CORPORA = (
+    "finance_train",
+    "finance_heldout",
+    "general_train",
+    "general_heldout",
+    "finance_large_train",
+)
+# What training may read (finance_large_train: finance_train plus three accounting manuals,
+# the study's CPT corpus) and what it must not (the held-out splits the probes read).
+TRAIN_CORPORA = ("finance_train", "general_train", "finance_large_train")
+HELDOUT_CORPORA = ("finance_heldout", "general_heldout")
 
 
 def corpus_path(name: str) -> Path:

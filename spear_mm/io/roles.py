@@ -43,7 +43,6 @@ _HASH_BASE = np.uint64(0x100000001B3)  # FNV prime: odd, so the hash is a biject
 _SPACE = re.compile(r"\s+")
 # Held-out corpus → the training corpora it must not overlap (the bundled ones).
 BUNDLED = {"finance": "finance_heldout", "general": "general_heldout"}
-BUNDLED_TRAIN = ("finance_train", "general_train")
 
 
 def normalize(text: str) -> str:
@@ -200,9 +199,9 @@ def split_roles(
 
 @functools.lru_cache(maxsize=1)
 def _bundled_train() -> np.ndarray:
-    from spear_mm.io.corpora import load_documents
+    from spear_mm.io.corpora import TRAIN_CORPORA, load_documents
 
-    return train_shingles([t for name in BUNDLED_TRAIN for t in load_documents(name)])
+    return train_shingles([t for name in TRAIN_CORPORA for t in load_documents(name)])
 
 
 def _corpus_records(spec: str, key: str) -> list[dict]:

@@ -4,7 +4,7 @@ A corpus spec is, in this order: an existing path (a `.txt` file = one document,
 one document per line from `data.text_field`, a `.json` file = a list of strings or of objects with
 that field, each optionally gzip-compressed (`.jsonl.gz`, the bundled corpora's format), a folder =
 all such files in it, sorted; a UTF-8 byte-order mark is accepted), a built-in corpus (`finance_train`,
-`general_train`, optionally spelled `builtin:NAME`), or a Hugging Face dataset name loaded with
+`general_train`, `finance_large_train`, optionally spelled `builtin:NAME`), or a Hugging Face dataset name loaded with
 `datasets.load_dataset(spec, data.hf_config, split=data.hf_split)`. Empty documents are skipped.
 
 Validation holds out whole documents (`data.val_fraction` of each corpus) with a split seed that
@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spear_mm.errors import UserError
+from spear_mm.io.corpora import HELDOUT_CORPORA, TRAIN_CORPORA
 from spear_mm.io.textfiles import read_records
 from spear_mm.train.config import DataConfig
 from spear_mm.train.packing import PackedBlocks, pack, split_documents, wrap_document
 from spear_mm.train.specials import DocumentSpecials, document_specials
 
-TRAIN_CORPORA = ("finance_train", "general_train")
-HELDOUT_CORPORA = ("finance_heldout", "general_heldout")
 SPLIT_SEED = 0  # fixed on purpose: the validation text must not move with the run seed
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from spear_mm.errors import UserError
 from spear_mm.io import roles
-from spear_mm.io.corpora import load_documents, load_records
+from spear_mm.io.corpora import TRAIN_CORPORA, load_documents, load_records
 
 
 def _shingles(text: str, width: int = 40) -> set[str]:
@@ -21,7 +21,7 @@ def _shingles(text: str, width: int = 40) -> set[str]:
 @pytest.fixture(scope="module")
 def train_shingles() -> set[str]:
     out: set[str] = set()
-    for name in roles.BUNDLED_TRAIN:
+    for name in TRAIN_CORPORA:
         for text in load_documents(name):
             out |= _shingles(text)
     return out
