@@ -22,7 +22,18 @@ from spear_mm.io import corpora
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "spear_mm" / "data"
-DOMAIN_SOURCES = {"finance": {"reuters", "gnucash"}, "general": {"austen", "wordnet"}}
+FINANCE, GENERAL, EXTRA = (
+    {"reuters", "gnucash"},
+    {"austen", "wordnet"},
+    {"gnucash_help", "kmymoney", "ledger"},
+)
+SPLIT_SOURCES = {
+    "finance_train": FINANCE,
+    "finance_heldout": FINANCE,
+    "general_train": GENERAL,
+    "general_heldout": GENERAL,
+    "finance_large_train": FINANCE | EXTRA,
+}
 
 
 def _raw_records(name: str) -> list[dict]:
@@ -57,7 +68,10 @@ def test_corpus_names_and_paths():
         "finance_heldout",
         "general_train",
         "general_heldout",
+        "finance_large_train",
     )
+    assert set(corpora.TRAIN_CORPORA) | set(corpora.HELDOUT_CORPORA) == set(corpora.CORPORA)
+    assert not set(corpora.TRAIN_CORPORA) & set(corpora.HELDOUT_CORPORA)
     for name in corpora.CORPORA:
         path = corpora.corpus_path(name)
         assert path.is_file() and path.resolve() == (DATA / f"{name}.jsonl.gz").resolve()
@@ -90,7 +104,7 @@ def test_counts_and_characters_match_provenance():
             seen[(name, rec["source"])] = (docs + 1, chars + len(rec["text"]))
     assert seen == counts
     for name in corpora.CORPORA:
-        assert {src for split, src in seen if split == name} == DOMAIN_SOURCES[name.split("_")[0]]
+        assert {src for split, src in seen if split == name} == SPLIT_SOURCES[name]
 
 
 def test_records_are_valid_and_loader_agrees():
@@ -105,8 +119,33 @@ def test_records_are_valid_and_loader_agrees():
             assert rec["id"].startswith(rec["source"] + "/")
             assert "\x00" not in rec["text"] and "\ufffd" not in rec["text"]
         ids = {r["id"] for r in raw}
-        assert len(ids) == len(raw) and not ids & all_ids
-        all_ids |= ids
+        assert len(ids) == len(raw)
+        if name != "finance_large_train":  # a superset of finance_train (next test)
+            assert not ids & all_ids
+            all_ids |= ids
+
+
+def test_finance_large_train_is_finance_train_plus_train_only_manuals():
+    small = {r["id"]: r for r in _raw_records("finance_train")}
+    large = {r["id"]: r for r in _raw_records("finance_large_train")}
+    assert {k: large[k] for k in small} == small  # every finance_train record, unchanged
+    added = [r for k, r in large.items() if k not in small]
+    assert {r["source"] for r in added} == EXTRA
+    chars = {src: sum(len(r["text"]) for r in added if r["source"] == src) for src in EXTRA}
+    assert all(c > 150_000 for c in chars.values()), chars
+    assert sum(chars.values()) > 1.5 * sum(len(r["text"]) for r in small.values())  # ~2.9x text
+
+    # No 40-character shingle of an added document in any held-out text (plain string slicing,
+    # independent of the numpy hashing the build script borrows from spear_mm.io.roles).
+    def shingles(text: str) -> set[str]:
+        norm = " ".join(text.split()).lower()
+        return {norm[i : i + 40] for i in range(max(1, len(norm) - 39))}
+
+    held = set().union(
+        *(shingles(r["text"]) for n in corpora.HELDOUT_CORPORA for r in _raw_records(n))
+    )
+    for rec in added:
+        assert not shingles(rec["text"]) & held, rec["id"]
 
 
 def test_source_filter():
@@ -162,6 +201,45 @@ def _load_build_script():
     sys.modules["build_corpora"] = module  # dataclasses needs the module registered
     spec.loader.exec_module(module)
     return module
+
+
+def test_ledger_manual_parser_keeps_prose_by_chapter_and_section(tmp_path):
+    build = _load_build_script()
+    long = "A posting moves an amount from one account to another in the journal file."
+    page = (
+        "<html><head><title>t</title></head><body><h2>Table of Contents</h2><p>x</p>"
+        f"<h2>1 Introduction</h2><p>{long}</p><pre>2004/05/01 Checking  $100.00</pre>"
+        f"<h3>1.1 Why</h3><p>{long} Again.</p><p>short</p><ul><li>{long} Listed.</li></ul>"
+        + "".join(f"<h2>{k} Chapter</h2><p>{long} Ch {k}.</p>" for k in range(2, 15))
+        + "</body></html>"
+    )
+    path = tmp_path / "usr/share/doc/ledger/ledger3.html"
+    path.parent.mkdir(parents=True)
+    path.write_text(page, "utf-8")
+    docs = build.ledger_docs(tmp_path)
+    assert [d.id for d in docs][:3] == ["ledger/ch01/s00", "ledger/ch01/s01", "ledger/ch02/s00"]
+    assert docs[0].text == long and "2004/05/01" not in "".join(d.text for d in docs)
+    assert docs[1].text == f"{long} Again.\n{long} Listed."  # "short" (< 40 chars) dropped
+    assert docs[-1].id == f"ledger/ch{build.LEDGER_CHAPTERS:02d}/s00"  # 13 and 14 left out
+    assert {d.unit for d in docs[:2]} == {"ledger/ch01"}
+
+
+def test_kmymoney_handbook_entities_and_sections(tmp_path):
+    build = _load_build_script()
+    book = tmp_path / "usr/share/doc/HTML/en/kmymoney"
+    book.mkdir(parents=True)
+    (book / "index.docbook").write_text("<book>&details-loans;</book>", "utf-8")
+    (book / "details-loans.docbook").write_text(
+        '<?xml version="1.0"?><chapter><title>Loans</title><para>&kmymoney; tracks loans, '
+        "&eg; a mortgage, with an amortization schedule.&Jack.H.Ostroff;</para>"
+        "<sect1><title>Payments</title><para>Press &Ctrl;+&Enter; to record each loan payment "
+        "&amp; its interest.</para></sect1></chapter>",
+        "utf-8",
+    )
+    docs = build.kmymoney_docs(tmp_path)
+    assert [d.id for d in docs] == ["kmymoney/details-loans/s00", "kmymoney/details-loans/s01"]
+    assert docs[0].text == "KMyMoney tracks loans, e.g. a mortgage, with an amortization schedule."
+    assert docs[1].text == "Press Ctrl+Enter to record each loan payment & its interest."
 
 
 def _xdr(flags: int, *ints: int) -> bytes:
