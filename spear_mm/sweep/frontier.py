@@ -160,6 +160,12 @@ def _summary(per_family: dict, winners: list[str]) -> str:
     tail = "; ".join(parts) + " gain kept vs uniform at equal general score (best point each)"
     if winners:
         return f"Yes: {', '.join(winners)} beat uniform interpolation — {tail}."
-    if all(v["call"] == "loses" for v in compared.values()):
+    losers = [f for f, v in compared.items() if v["call"] == "loses"]
+    if len(losers) == len(compared):
         return f"No: uniform interpolation beats every layer-aware family — {tail}."
+    if losers:
+        return (
+            f"No: no layer-aware family beats uniform; {', '.join(losers)} lose to it (interval "
+            f"below 0), the others are undecided (interval spans 0) — {tail}."
+        )
     return f"No evidence either way that a layer-aware family beats uniform — {tail}."

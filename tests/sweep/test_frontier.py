@@ -89,6 +89,17 @@ def test_compare_families_calls_a_winner_only_when_the_interval_excludes_zero():
     assert v["layer_aware_beats_uniform"] is False and "no interval" in v["summary"]
 
 
+def test_compare_families_names_the_losers_when_none_wins():
+    uniform = [(0.0, 1.0), (0.5, 0.8), (1.0, 0.0)]
+    fams = {"depth": [(0.2, 0.5, 0.81)], "topk": [(0.2, 0.5, 0.5)]}  # +0.01 and -0.3
+    v = compare_families(uniform, fams, replicates=_jitter(uniform, fams, 0.05))
+    assert v["families"]["depth"]["call"] == "no evidence either way"
+    assert v["families"]["topk"]["call"] == "loses"
+    assert v["layer_aware_beats_uniform"] is False
+    assert v["summary"].startswith("No: no layer-aware family beats uniform; topk lose")
+    assert "undecided" in v["summary"] and "95% CI" in v["summary"]
+
+
 def test_compare_families_no_and_not_compared():
     uniform = [(0.0, 1.0), (1.0, 0.0)]
     fams = {"depth": [(0.3, 0.5, 0.3)]}
