@@ -183,8 +183,9 @@ def _entities(guide: Path) -> dict[str, str]:
     return {k[1:]: resolve(v) for k, v in raw.items() if k[0] == "&"}
 
 
-def _expand(text: str, ents: dict[str, str]) -> str:
-    """Replace named entities: DTD ones, then HTML ones (the DocBook ISO sets are not shipped)."""
+def _expand(text: str, ents: dict[str, str], unknown: str | None = None) -> str:
+    """Replace named entities: `ents` ones, then HTML ones (the DocBook ISO sets are not
+    shipped); any other entity raises, or becomes `unknown` when that is given."""
     keep = {"lt", "gt", "amp", "quot", "apos"}
 
     def one(m: re.Match) -> str:
@@ -192,10 +193,12 @@ def _expand(text: str, ents: dict[str, str]) -> str:
         if name in keep:
             return m[0]
         if name in ents:
-            return _expand(ents[name], ents)
+            return _expand(ents[name], ents, unknown)
         if name in html.entities.name2codepoint:
             return chr(html.entities.name2codepoint[name])
-        raise ValueError(f"unknown entity &{name};")
+        if unknown is None:
+            raise ValueError(f"unknown entity &{name};")
+        return unknown
 
     return re.sub(r"&([A-Za-z][\w.-]*);", one, text)
 
@@ -339,25 +342,14 @@ KMYMONEY_SKIP = ("index.docbook", "credits.docbook")
 def kmymoney_docs(root: Path) -> list[Doc]:
     """The KMyMoney handbook (English DocBook), one document per chapter intro and section."""
     book = root / "usr/share/doc/HTML/en/kmymoney"
-    keep = {"lt", "gt", "amp", "quot", "apos"}
-
-    def one(m: re.Match) -> str:
-        name = m[1]
-        if name in keep:
-            return m[0]
-        if name in KDE_ENTITIES:
-            return KDE_ENTITIES[name]
-        if name in html.entities.name2codepoint:
-            return chr(html.entities.name2codepoint[name])
-        return ""  # authors' names and mail addresses, icons, included-file references
-
     docs: list[Doc] = []
     seen: set[str] = set()
     for path in sorted(book.glob("*.docbook")):
         if path.name in KMYMONEY_SKIP:
             continue
         raw = re.sub(r"<\?xml[^>]*\?>", "", path.read_text("utf-8"))
-        tree = ET.fromstring(re.sub(r"&([A-Za-z][\w.-]*);", one, raw))
+        # Authors' names and mail addresses, icons, included-file references: dropped.
+        tree = ET.fromstring(_expand(raw, KDE_ENTITIES, unknown=""))
         docs += _section_docs(tree, "kmymoney", path.stem, seen)
     return docs
 
