@@ -73,7 +73,7 @@ def study_gate(adapted: dict | None, uniform: dict | None) -> dict:
     states = [c["passed"] for c in checks]
     passed = False if False in states else (None if None in states else True)
     if checks[0]["passed"] is False:
-        regime = "no measurable forgetting"
+        regime = "forgetting not clear"
     elif checks[1]["passed"] is False:
         regime = "denoising"
     else:
@@ -98,7 +98,7 @@ def gate_finding(gate: dict) -> str:
     why = {
         "denoising": "this study is in a denoising regime (averaging with the base improves "
         "the domain too)",
-        "no measurable forgetting": "plain CPT's forgetting is too small against the probe's noise",
+        "forgetting not clear": "plain CPT's forgetting is too small against the probe's noise",
     }[gate["regime"]]
     return (
         f"Gate failed (test-role text): {detail}. So {why}: the merge verdicts below say "

@@ -29,7 +29,7 @@ def test_forgetting_inside_five_half_widths_fails():
     half = 0.01
     g = study_gate(_adapted(4 * half, 3 * half, 5 * half), _uniform(0.9, 0.8, 1.0))
     assert FORGETTING_MULTIPLE == 5.0
-    assert g["passed"] is False and g["regime"] == "no measurable forgetting"
+    assert g["passed"] is False and g["regime"] == "forgetting not clear"
     assert "say nothing about layer localisation" in gate_finding(g)
     # exactly five half-widths passes (the boundary is inclusive)
     assert study_gate(_adapted(0.05, 0.04, 0.06), _uniform(0.9, 0.8, 1.0))["passed"] is True
@@ -54,5 +54,5 @@ def test_missing_data_leaves_the_gate_undecided():
 
 def test_a_failed_check_fails_the_gate_even_when_the_other_lacks_data():
     g = study_gate(_adapted(-0.2, -0.25, -0.15), None)
-    assert g["passed"] is False and g["regime"] == "no measurable forgetting"
+    assert g["passed"] is False and g["regime"] == "forgetting not clear"
     assert "moved -0.2000 bpb [-0.2500, -0.1500]: no forgetting" in g["checks"][0]["text"]
