@@ -69,6 +69,8 @@ WORDNET_HELDOUT_CHARS = 75_000
 WORDNET_TRAIN_CHARS = 750_000
 # A train paragraph equal to a held-out paragraph at least this long is dropped from train.
 MIN_SHARED_PARAGRAPH = 40
+# Extracted lines shorter than this (titles, short table cells, fragments) are dropped.
+MIN_LINE = 40
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ def _flat(elem: ET.Element) -> str:
 
 def _paragraphs(elem: ET.Element) -> list[str]:
     """Prose paragraphs of one element; fragments shorter than 40 characters are dropped."""
-    return [re.sub(r" ([.,;:)])", r"\1", p) for p in _collect(elem) if len(p) >= 40]
+    return [re.sub(r" ([.,;:)])", r"\1", p) for p in _collect(elem) if len(p) >= MIN_LINE]
 
 
 def gnucash_docs(root: Path, book: str = "gnucash-guide", source: str = "gnucash") -> list[Doc]:
@@ -276,6 +278,14 @@ def gnucash_docs(root: Path, book: str = "gnucash-guide", source: str = "gnucash
     return docs
 
 
+def _first_seen(paras: list[str], seen: set[str]) -> list[str]:
+    """The paragraphs not in `seen` (which they join): manuals repeat some paragraphs (a chapter
+    intro is also its first section's), and the first occurrence is kept."""
+    kept = list(dict.fromkeys(p for p in paras if p not in seen))
+    seen.update(kept)
+    return kept
+
+
 def _section_docs(tree: ET.Element, source: str, chapter: str, seen: set[str]) -> list[Doc]:
     """One document for a chapter's introduction and one per top-level section."""
     groups: list[list[str]] = [[]]
@@ -286,8 +296,7 @@ def _section_docs(tree: ET.Element, source: str, chapter: str, seen: set[str]) -
             groups[0].extend(_paragraphs(child))
     docs = []
     for i, paras in enumerate(groups):
-        # Manuals repeat some paragraphs (chapter intro = first section); keep the first.
-        kept = [p for p in paras if not (p in seen or seen.add(p))]
+        kept = _first_seen(paras, seen)
         if kept:
             docs.append(Doc("\n".join(kept), source, f"{source}/{chapter}/s{i:02d}", chapter))
     return docs
@@ -439,7 +448,7 @@ def ledger_docs(root: Path) -> list[Doc]:
         if not 2 <= chapter <= LEDGER_CHAPTERS + 1:
             continue
         unit = f"ledger/ch{chapter - 1:02d}"
-        kept = [p for p in paras[1:] if len(p) >= 40 and not (p in seen or seen.add(p))]
+        kept = _first_seen([p for p in paras[1:] if len(p) >= MIN_LINE], seen)
         if kept:
             docs.append(Doc("\n".join(kept), "ledger", f"{unit}/s{section:02d}", unit))
     return docs

@@ -34,8 +34,8 @@ CORPORA = (
 )
 # What training may read (finance_large_train: finance_train plus three accounting manuals,
 # the study's CPT corpus) and what it must not (the held-out splits the probes read).
-TRAIN_CORPORA = ("finance_train", "general_train", "finance_large_train")
-HELDOUT_CORPORA = ("finance_heldout", "general_heldout")
+TRAIN_CORPORA = tuple(name for name in CORPORA if name.endswith("_train"))
+HELDOUT_CORPORA = tuple(name for name in CORPORA if name.endswith("_heldout"))
 
 
 def corpus_path(name: str) -> Path:

@@ -201,7 +201,9 @@ def split_roles(
 def _bundled_train() -> np.ndarray:
     from spear_mm.io.corpora import TRAIN_CORPORA, load_documents
 
-    return train_shingles([t for name in TRAIN_CORPORA for t in load_documents(name)])
+    # finance_large_train repeats finance_train's documents: each text is shingled once.
+    texts = dict.fromkeys(t for name in TRAIN_CORPORA for t in load_documents(name))
+    return train_shingles(list(texts))
 
 
 def _corpus_records(spec: str, key: str) -> list[dict]:

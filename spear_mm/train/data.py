@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spear_mm.errors import UserError
-from spear_mm.io.corpora import HELDOUT_CORPORA, TRAIN_CORPORA
+from spear_mm.io.corpora import HELDOUT_CORPORA, TRAIN_CORPORA, load_documents
 from spear_mm.io.textfiles import read_records
 from spear_mm.train.config import DataConfig
 from spear_mm.train.packing import PackedBlocks, pack, split_documents, wrap_document
@@ -73,8 +73,6 @@ def load_texts(spec: str, key: str, cfg: DataConfig) -> list[str]:
             f"{key}: {name!r} is held out for evaluation; train on {' or '.join(TRAIN_CORPORA)}"
         )
     elif name in TRAIN_CORPORA:
-        from spear_mm.io.corpora import load_documents
-
         docs = load_documents(name)
     elif spec.startswith("builtin:"):
         raise UserError(
