@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ from spear_mm.io.direct import PAGE, header_bytes, nbytes_of
 
 DIRECT_ALIGN = PAGE
 DIRECT_FS = frozenset({"ext4", "ext3", "xfs", "btrfs", "f2fs"})
+WRITE_THREADS = 2  # `write_at_async`'s threads: writes in flight while the callers compute
 
 
 def filesystem_type(path: str | os.PathLike) -> str | None:
@@ -82,6 +84,7 @@ class PlannedWriter(ShardedWriter):
         super().__init__(out_dir, **kwargs)
         self._fds: list[int] = []
         self._direct_fds: list[int] = []
+        self._io: ThreadPoolExecutor | None = None
         if direct is None:
             direct = filesystem_type(self.tmp) in DIRECT_FS
         self.direct = direct and hasattr(os, "O_DIRECT")
@@ -153,6 +156,23 @@ class PlannedWriter(ShardedWriter):
             if not (self.direct and self._write_direct(k, raw.data_ptr(), view, offset)):
                 _pwrite_all(self._fds[k], view, offset)
 
+    def write_at_async(self, name: str, start: int, data: torch.Tensor) -> Future:
+        """`write_at` on one of the writer's I/O threads, so the caller computes its next block
+        while this one goes to the disk (a direct-I/O write blocks until the device has it).
+        `data` must stay unchanged until the returned future is done; its `result()` raises what
+        `write_at` raised. `close` and `abort` wait for every write still in flight."""
+        if self._io is None:
+            with self._lock:
+                if self._io is None:
+                    self._io = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write")
+        return self._io.submit(self.write_at, name, start, data)
+
+    def _drain(self) -> None:
+        """Wait for the writes in flight (their errors stay with their futures)."""
+        if self._io is not None:
+            self._io.shutdown(wait=True)
+            self._io = None
+
     def mark_written(self, name: str) -> None:
         with self._lock:
             self._missing.discard(name)
@@ -179,6 +199,7 @@ class PlannedWriter(ShardedWriter):
         pass  # nothing is buffered
 
     def _close_files(self) -> None:
+        self._drain()  # never close a file descriptor a write in flight still uses
         for fd in self._fds + self._direct_fds:
             if fd >= 0:
                 os.close(fd)

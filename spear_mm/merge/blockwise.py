@@ -106,11 +106,13 @@ def slerp_spans(
     mergekit_rounding: bool = False,
     threshold: float = K.DOT_THRESHOLD,
 ) -> KernelStats:
-    """`kernels.slerp` (same decisions, coefficients and bits) in two or more passes."""
+    """`kernels.slerp` (same decisions, coefficients and bits) in one to three passes."""
     lin = _lerp_coefs(t, io.dtype)
     norms: tuple[list, list] | None = ([], []) if mergekit_rounding else None
     acc = [0.0, 0.0, 0.0]
     written = _first_pass(io, lin, acc, norms, threshold)
+    if mergekit_rounding and not written:
+        return _mk_slerp(io, t, lin, norms, threshold)
     cos = K._cosine_from_sums(*acc)
     exact_mk = mergekit_rounding and abs(abs(cos) - threshold) <= K.MERGEKIT_BAND
     if exact_mk:
@@ -128,34 +130,66 @@ def slerp_spans(
     return KernelStats("lerp" if linear else "slerp", cos, fallback=linear)
 
 
+def _mk_slerp(io: Spans, t: float, lin, norms, threshold: float) -> KernelStats:
+    """The SLERP path of a mergekit-format recipe, after a first pass that took mergekit's chunk
+    norms (not the accurate sums): its cosine, then the combine.
+
+    `kernels.slerp` decides with the accurate cosine unless it lies within MERGEKIT_BAND of the
+    threshold, and then with mergekit's; the two differ by far less than the band (that is what
+    the band is), so they decide alike and mergekit's cosine can decide here without the
+    accurate one, which costs a subtraction and three norms per element. Only a fallback to LERP
+    needs the accurate cosine (it is what `kernels.slerp` reports there, outside the band), and
+    its combine pass takes it on the way."""
+    cos = _mk_cosine(io, norms)
+    coef_a, coef_b, linear = K.slerp_coefficients(cos, t, io.dtype, threshold=threshold)
+    if not linear:
+        _combine_pass(io, (coef_a, coef_b))
+        return KernelStats("slerp", cos)
+    acc = [0.0, 0.0, 0.0]
+    _combine_pass(io, lin, acc)
+    exact = K._cosine_from_sums(*acc)
+    return KernelStats(
+        "lerp", cos if abs(abs(exact) - threshold) <= K.MERGEKIT_BAND else exact, fallback=True
+    )
+
+
 def _first_pass(io: Spans, lin, acc: list[float], norms, threshold: float) -> bool:
     """Sums of every span into `acc`; returns whether the LERP result was written on the way.
 
-    The first span's combine is done speculatively into the output buffer; its partial cosine
-    decides: beyond the threshold by more than MERGEKIT_BAND, LERP is the likely answer and the
-    whole pass writes it; otherwise the pass only measures (and collects mergekit's chunk norms
-    into `norms`, which a SLERP-path decision will need)."""
+    The combine of the first MK_CHUNK elements is done speculatively into the output buffer;
+    their partial cosine decides: beyond the threshold by more than MERGEKIT_BAND, LERP is the
+    likely answer and the whole pass writes it; otherwise the pass only measures: the accurate
+    sums, or, for a mergekit-format recipe (`norms` given), only mergekit's chunk norms
+    (`_mk_slerp`). The prediction is a chunk, not the first span (up to IO_BLOCK elements, most of
+    a small matrix), so a SLERP-path tensor wastes little; splitting a span on a multiple of
+    BLOCK keeps the sums' order and bits."""
     spans = io.spans(math.lcm(K.BLOCK, MK_CHUNK) if norms is not None else K.BLOCK)
     write = True
     for i, (lo, hi) in enumerate(spans):
         fa, fb = io.inputs(lo, hi)
+        rest = 0  # where this span's measuring starts
         if write:
+            out = io.output(lo, hi) if i else _begin(io, lo, hi)
             if i == 0:
-                io.begin_output()
-            K.combine_span(fa, fb, io.output(lo, hi), *lin, io.dtype, acc, io.numel)
-            if i == 0:
-                cos = K._cosine_from_sums(*acc)
-                write = abs(cos) > threshold + K.MERGEKIT_BAND
+                p = min(hi - lo, MK_CHUNK)
+                K.combine_span(fa[:p], fb[:p], out[:p], *lin, io.dtype, acc, io.numel)
+                write = abs(K._cosine_from_sums(*acc)) > threshold + K.MERGEKIT_BAND
+                rest = p
             if write:
+                K.combine_span(fa[rest:], fb[rest:], out[rest:], *lin, io.dtype, acc, io.numel)
                 io.commit(lo, hi)
-            if not write and norms is not None:  # the combine was in vain: norms too
-                norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
-                norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
-        elif norms is not None:
-            K.sums_mk_norms_span(fa, fb, io.dtype, acc, norms, MK_CHUNK)
+                continue
+        if norms is not None:
+            norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
+            norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
         else:
-            K.sums_span(fa, fb, io.dtype, acc, io.numel)
+            K.sums_span(fa[rest:], fb[rest:], io.dtype, acc, io.numel)
     return write
+
+
+def _begin(io: Spans, lo: int, hi: int):
+    io.begin_output()
+    return io.output(lo, hi)
 
 
 def _mk_cosine(io: Spans, norms: tuple[list, list] | None) -> float:

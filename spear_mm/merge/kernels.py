@@ -38,6 +38,10 @@ EPS = 1e-8
 # 64K 1.84, 256K 1.18, 512K 1.07, 1M 1.05, 2M 1.27.
 BLOCK = 1 << 19
 ROW = 1024
+# Elements converted and combined at a time inside a block: three fp32 rows of it (1.5 MiB) stay
+# in a core's 2 MiB L2 cache, where elementwise ops run ~2x faster than on a BLOCK's 6 MiB
+# (scripts/bench_kernels.py). Elementwise results and per-row norms do not depend on it.
+SUB = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -95,37 +99,56 @@ def _blocks(n: int, block: int = BLOCK):
         yield start, min(n, start + block)
 
 
-def _stack(n: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """This thread's (3, n) scratch: a block of a, the same block of b, and their difference."""
-    return _scratch("xyd", 3 * n, dtype, device).view(3, n)
+def _rows_scratch(dtype: torch.dtype, device) -> torch.Tensor:
+    """This thread's (3, BLOCK/ROW + 1) buffer of one block's row norms."""
+    return _scratch("rows", 3 * (BLOCK // ROW + 1), dtype, device).view(3, -1)
 
 
-def _load(s: torch.Tensor, fa: torch.Tensor, fb: torch.Tensor, lo: int, hi: int):
-    """Convert a[lo:hi] and b[lo:hi] into rows 0 and 1 of the scratch `s`; returns the two views."""
-    m = hi - lo
-    return s[0, :m].copy_(fa[lo:hi]), s[1, :m].copy_(fb[lo:hi])
-
-
-def _block_sums(s: torch.Tensor, m: int) -> tuple[float, float, float]:
-    """(‖x‖², ‖y‖², ‖x − y‖²) of the block held in rows 0 and 1 of `s` (first m columns), in the
-    compute dtype per row of ROW elements (the tail as one row), combined in fp64. Row 2 receives
-    x − y.
-
-    The dot product comes from these as (‖x‖² + ‖y‖² − ‖x − y‖²)/2: a fused norm is several
-    times faster than a product-and-sum, and for nearly parallel tensors the small ‖x − y‖² keeps
-    1 − cos accurate. Each row is reduced by one thread and a block has at most BLOCK/ROW rows
-    (a serial fp64 sum), so the result does not depend on the thread count.
-    """
+def _sub_norms(s: torch.Tensor, m: int, rows: torch.Tensor, r: int) -> int:
+    """Rows 0 and 1 of `s` (first m columns) hold x and y: put x − y in row 2 and the norms of
+    the three rows, per ROW elements (a tail shorter than ROW as one row), into rows[:, r:];
+    returns the next free column of `rows`."""
     torch.sub(s[0, :m], s[1, :m], out=s[2, :m])
     full = (m // ROW) * ROW
-    parts = []
     if full:
-        parts.append(torch.linalg.vector_norm(s[:, :full].view(3, -1, ROW), dim=2))
+        k = full // ROW
+        torch.linalg.vector_norm(s[:, :full].view(3, -1, ROW), dim=2, out=rows[:, r : r + k])
+        r += k
     if full < m:
-        parts.append(torch.linalg.vector_norm(s[:, full:m], dim=1, keepdim=True))
-    rows = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-    saa, sbb, sdd = rows.double().square().sum(dim=1).tolist()
-    return saa, sbb, sdd
+        torch.linalg.vector_norm(s[:, full:m], dim=1, keepdim=True, out=rows[:, r : r + 1])
+        r += 1
+    return r
+
+
+def _pass(fa, fb, dtype, acc, each=None) -> None:
+    """Walk the flat views fa, fb BLOCK by BLOCK: each block is converted to `dtype` SUB
+    elements at a time (into this thread's (3, SUB) scratch, rows x, y and x − y), `each(lo,
+    hi, x, y)` is called on every piece, and with `acc` (three fp64 sums) the block's
+    (‖a‖², ‖b‖², ‖a − b‖²) are added in order.
+
+    The sums are taken per row of ROW elements in the compute dtype and combined in fp64 per
+    block, the dot product then following as (‖x‖² + ‖y‖² − ‖x − y‖²)/2: a fused norm is several
+    times faster than a product-and-sum, and for nearly parallel tensors the small ‖x − y‖² keeps
+    1 − cos accurate. Each row is reduced by one thread and a block has at most BLOCK/ROW rows
+    (a serial fp64 sum), so the result does not depend on the thread count, nor on SUB (rows are
+    reduced independently; SUB is a multiple of ROW). A span starting on a multiple of BLOCK of a
+    longer tensor continues that tensor's sums exactly: how `merge.blockwise` streams a tensor.
+    """
+    n = fa.numel()
+    s = _scratch("xyd", 3 * SUB, dtype, fa.device).view(3, SUB)
+    rows = _rows_scratch(dtype, fa.device) if acc is not None else None
+    for lo, hi in _blocks(n):
+        r = 0
+        for p in range(lo, hi, SUB):
+            q = min(hi, p + SUB)
+            x, y = s[0, : q - p].copy_(fa[p:q]), s[1, : q - p].copy_(fb[p:q])
+            if rows is not None:
+                r = _sub_norms(s, q - p, rows, r)
+            if each is not None:
+                each(p, q, x, y)
+        if rows is not None:
+            for i, part in enumerate(rows[:, :r].double().square().sum(dim=1).tolist()):
+                acc[i] += part
 
 
 def tensor_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
@@ -142,16 +165,9 @@ def tensor_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float
 
 
 def sums_span(fa, fb, dtype, acc: list[float], width: int | None = None) -> None:
-    """Add (‖a‖², ‖b‖², ‖a − b‖²) of the flat views fa, fb to `acc`, BLOCK by BLOCK in order.
-
-    A span that starts on a multiple of BLOCK of a longer tensor continues that tensor's sums
-    exactly (the same blocks, added in the same order): how `merge.blockwise` streams a tensor.
-    `width`: the whole tensor's element count (the scratch is sized as for the whole tensor)."""
-    stack = _stack(min(BLOCK, width or fa.numel()), dtype, fa.device)
-    for lo, hi in _blocks(fa.numel()):
-        _load(stack, fa, fb, lo, hi)
-        for i, part in enumerate(_block_sums(stack, hi - lo)):
-            acc[i] += part
+    """Add (‖a‖², ‖b‖², ‖a − b‖²) of the flat views fa, fb to `acc` (`_pass`). `width` (the
+    whole tensor's element count) is accepted for symmetry with `combine_span` and unused."""
+    _pass(fa, fb, dtype, acc)
 
 
 def mergekit_cosine(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 20) -> float:
@@ -191,25 +207,6 @@ def mk_norm_parts(v: torch.Tensor, dtype, chunk: int = 1 << 20) -> list[torch.Te
     ]
 
 
-def sums_mk_norms_span(fa, fb, dtype, acc: list[float], norms, chunk: int = 1 << 20) -> None:
-    """`sums_span` plus mergekit's chunk norms of fa and fb (appended to norms[0], norms[1]),
-    converting each chunk to `dtype` once instead of twice. The span must start on a multiple
-    of `chunk` (itself a multiple of BLOCK); the values are those of the separate functions
-    (the same fp32 elements reduced with the same shapes)."""
-    n = fa.numel()
-    width = min(chunk, n)
-    s = _scratch("xyd_mk", 3 * width, dtype, fa.device).view(3, width)
-    for lo in range(0, n, chunk):
-        m = min(n, lo + chunk) - lo
-        s[0, :m].copy_(fa[lo : lo + m])
-        s[1, :m].copy_(fb[lo : lo + m])
-        for row, out in ((s[0, :m], norms[0]), (s[1, :m], norms[1])):
-            out.append(torch.linalg.vector_norm(row.view(1, -1), dim=1, keepdim=True))
-        for b_lo, b_hi in _blocks(m):
-            for i, part in enumerate(_block_sums(s[:, b_lo:b_hi], b_hi - b_lo)):
-                acc[i] += part
-
-
 def mk_norm(parts: list[torch.Tensor]) -> torch.Tensor:
     """The tensor norm from its chunk norms (≤ EPS counts as 1, as in mergekit)."""
     n = torch.linalg.vector_norm(torch.stack(parts), dim=0)
@@ -217,15 +214,20 @@ def mk_norm(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def mk_dot_parts(fa, fb, na, nb, dtype, chunk: int = 1 << 20) -> list[torch.Tensor]:
-    """Per chunk, the sum of (a / ‖a‖)·(b / ‖b‖) in `dtype`, in order."""
+    """Per chunk, the sum of (a / ‖a‖)·(b / ‖b‖) in `dtype`, in order. The products are formed
+    SUB elements at a time (in cache) into the chunk's row, which is then summed whole: the
+    same elements reduced the same way as mergekit's one-shot expression."""
     n, width = fa.numel(), min(chunk, fa.numel())
+    row = _scratch("mk_x", width, dtype, fa.device).view(1, -1)
+    y = _scratch("mk_y", min(SUB, width), dtype, fa.device)
     parts = []
     for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
-        x = _mk_conv("mk_x", fa, lo, hi, dtype, width).div_(na)
-        parts.append(
-            x.mul_(_mk_conv("mk_y", fb, lo, hi, dtype, width).div_(nb)).sum(dim=1, keepdim=True)
-        )
+        m = min(lo + chunk, n) - lo
+        for p in range(0, m, SUB):
+            q = min(m, p + SUB)
+            x = row[0, p:q].copy_(fa[lo + p : lo + q]).div_(na[0])
+            x.mul_(y[: q - p].copy_(fb[lo + p : lo + q]).div_(nb[0]))
+        parts.append(row[:, :m].sum(dim=1, keepdim=True))
     return parts
 
 
@@ -246,7 +248,7 @@ def _result(a: torch.Tensor, dtype, out_dtype, out: torch.Tensor | None) -> torc
 def _combine(a, b, coef_a, coef_b, dtype, out_dtype, sums: bool = False, out=None):
     """out = coef_a·a + coef_b·b block by block (two products, one sum: mergekit's order).
 
-    With `sums`, also returns (‖a‖², ‖b‖², ‖a − b‖²) from the same pass (see _block_sums)."""
+    With `sums`, also returns (‖a‖², ‖b‖², ‖a − b‖²) from the same pass (see _pass)."""
     out = _result(a, dtype, out_dtype, out)
     acc = [0.0, 0.0, 0.0] if sums else None
     combine_span(a.reshape(-1), b.reshape(-1), out.view(-1), coef_a, coef_b, dtype, acc)
@@ -254,18 +256,13 @@ def _combine(a, b, coef_a, coef_b, dtype, out_dtype, sums: bool = False, out=Non
 
 
 def combine_span(fa, fb, fo, coef_a, coef_b, dtype, acc=None, width: int | None = None) -> None:
-    """fo = coef_a·fa + coef_b·fb over flat views, BLOCK by BLOCK; with `acc` (three fp64 sums)
-    also adds each block's (‖a‖², ‖b‖², ‖a − b‖²) in order. As for `sums_span`, a span starting
-    on a multiple of BLOCK continues the whole tensor's result exactly; `width` sizes the scratch
-    as for the whole tensor."""
-    stack = _stack(min(BLOCK, width or fa.numel()), dtype, fa.device)
-    for lo, hi in _blocks(fa.numel()):
-        # Copies into scratch: scaling in place must never touch the caller's tensor.
-        x, y = _load(stack, fa, fb, lo, hi)
-        if acc is not None:
-            for i, part in enumerate(_block_sums(stack, hi - lo)):
-                acc[i] += part
+    """fo = coef_a·fa + coef_b·fb over flat views; with `acc` (three fp64 sums) also adds each
+    block's (‖a‖², ‖b‖², ‖a − b‖²) in order (`_pass`). `width` is unused (see `sums_span`)."""
+
+    def each(lo, hi, x, y):  # scaled in the scratch copies, never the caller's tensors
         fo[lo:hi].copy_(x.mul_(coef_a).add_(y.mul_(coef_b)))
+
+    _pass(fa, fb, dtype, acc, each)
 
 
 def _cosine_from_sums(saa: float, sbb: float, sdd: float) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+from concurrent.futures import Future, wait
 
 import torch
 
@@ -33,12 +34,40 @@ IO_BLOCK = 1 << 22
 _LOCAL = threading.local()
 
 
-def _out_buffer(nbytes: int, skew: int) -> torch.Tensor:
-    """This thread's output buffer: `nbytes` starting `skew` bytes past a page boundary."""
-    raw = getattr(_LOCAL, "out", None)
-    if raw is None or raw.numel() < nbytes + PAGE:
-        raw = _LOCAL.out = page_aligned_empty(max(nbytes, IO_BLOCK * 2) + PAGE)
-    return raw[skew : skew + nbytes]
+class _Slots:
+    """This thread's two output buffers and the write each one is in flight with: a block is
+    built in one while the other's bytes go to the disk (`PlannedWriter.write_at_async`)."""
+
+    def __init__(self):
+        self.raw: list[torch.Tensor | None] = [None, None]
+        self.busy: list[Future | None] = [None, None]
+        self.next = 0
+        self.pending: list[Future] = []  # submitted since the last `flush_writes`
+
+    def take(self, nbytes: int, skew: int) -> tuple[int, torch.Tensor]:
+        i, self.next = self.next, 1 - self.next
+        if self.busy[i] is not None:
+            wait([self.busy[i]])  # its error, if any, is raised by flush_writes
+            self.busy[i] = None
+        raw = self.raw[i]
+        if raw is None or raw.numel() < nbytes + PAGE:
+            raw = self.raw[i] = page_aligned_empty(max(nbytes, IO_BLOCK * 2) + PAGE)
+        return i, raw[skew : skew + nbytes]
+
+
+def _slots() -> _Slots:
+    slots = getattr(_LOCAL, "slots", None)
+    if slots is None:
+        slots = _LOCAL.slots = _Slots()
+    return slots
+
+
+def flush_writes() -> None:
+    """Wait for this thread's block writes in flight; raise the first one's error."""
+    slots = _slots()
+    pending, slots.pending = slots.pending, []
+    for fut in pending:
+        fut.result()
 
 
 class SpanReader:
@@ -83,12 +112,14 @@ class SpanWriter:
         self.first, self.check = first, check
         self.finite = True
         self._buf: torch.Tensor | None = None
+        self._slot = 0
         self._scratch: torch.Tensor | None = None
 
     def buffer(self, lo: int, hi: int) -> torch.Tensor:
         start = (self.first + lo) * self.out.itemsize
         skew = (self.writer.file_offset(self.name) + start) % PAGE
-        self._buf = _out_buffer((hi - lo) * self.out.itemsize, skew).view(self.out)
+        self._slot, raw = _slots().take((hi - lo) * self.out.itemsize, skew)
+        self._buf = raw.view(self.out)
         if self.kernel == self.out:
             return self._buf
         self._scratch = torch.empty(hi - lo, dtype=self.kernel)
@@ -100,7 +131,11 @@ class SpanWriter:
             self._scratch = None
         if self.check and not all_finite(self._buf):
             self.finite = False
-        self.writer.write_at(self.name, (self.first + lo) * self.out.itemsize, self._buf)
+        start = (self.first + lo) * self.out.itemsize
+        fut = self.writer.write_at_async(self.name, start, self._buf)
+        slots = _slots()
+        slots.busy[self._slot] = fut
+        slots.pending.append(fut)
 
 
 def _spans(numel: int, unit: int) -> list[tuple[int, int]]:
@@ -167,7 +202,19 @@ def merge_streamed(
     writer: PlannedWriter,
 ) -> dict:
     """Merge tensor `name` (the base's is `base[1]` in file `base[0]`) into `writer` block by
-    block and return its report entry: `apply.merge_tensor`'s result and entry, streamed."""
+    block and return its report entry: `apply.merge_tensor`'s result and entry, streamed. The
+    tensor is marked written once its last block is on disk."""
+    try:
+        entry = _merge_blocks(name, kind, base, adapted, plan, policy, writer)
+    except BaseException:
+        _slots().pending.clear()  # the merge fails: the writer's abort waits for these writes
+        raise
+    flush_writes()
+    writer.mark_written(name)
+    return entry
+
+
+def _merge_blocks(name, kind, base, adapted, plan, policy, writer) -> dict:
     b_file, b_name = base
     be, ae = b_file.entries[b_name], adapted.entries[name]
     entry: dict = {"t": plan.t, "method": plan.method, "rule": plan.rule}
@@ -180,7 +227,6 @@ def merge_streamed(
         raw = SpanWriter(writer, name, torch.uint8, torch.uint8, check=False)
         _copy(SpanReader(adapted, name, raw=True), raw, ae.nbytes, None)
         entry.update(path="copy", source="adapted", dtype=dtype_name(ae.dtype))
-        writer.mark_written(name)
         return entry
     extra = new_rows(name, kind, be.shape, ae.shape)
     shared = math.prod(be.shape)
@@ -207,7 +253,6 @@ def merge_streamed(
                 f"tensor {name}: the adapted checkpoint's new vocabulary rows contain NaN or "
                 "Inf; fix or re-export that checkpoint"
             )
-    writer.mark_written(name)
     return entry
 
 

@@ -193,22 +193,24 @@ def test_no_tensor_is_read_or_written_whole(tmp_path, models, monkeypatch):
     assert sum(n for name, n in written if name == q) >= tensor_bytes  # it was all written
 
 
-def test_fused_first_pass_equals_separate_functions():
-    """sums_mk_norms_span (one conversion) gives the bits of sums_span + mk_norm_parts."""
+def test_mergekit_cosine_in_parts_equals_whole():
+    """The chunk norms, their norm and the chunk dot products (the passes of a streamed
+    mergekit-rounded SLERP) give mergekit_cosine's bits."""
     from spear_mm.merge import kernels as K
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(5 * (1 << 19) + 777, generator=g).to(torch.bfloat16)
     b = (a.float() + 0.05 * torch.randn(a.shape, generator=g)).to(torch.bfloat16)
-    acc, norms = [0.0, 0.0, 0.0], ([], [])
-    K.sums_mk_norms_span(a, b, torch.float32, acc, norms)
-    want = [0.0, 0.0, 0.0]
-    K.sums_span(a, b, torch.float32, want)
-    assert acc == want
-    assert torch.equal(torch.stack(norms[0]), torch.stack(K.mk_norm_parts(a, torch.float32)))
-    assert torch.equal(torch.stack(norms[1]), torch.stack(K.mk_norm_parts(b, torch.float32)))
-    na, nb = K.mk_norm(norms[0]), K.mk_norm(norms[1])
-    assert K.mk_dot(K.mk_dot_parts(a, b, na, nb, torch.float32)) == K.mergekit_cosine(a, b)
+    half = 2 * (1 << 20)  # two spans starting on multiples of the chunk
+    na = K.mk_norm(
+        K.mk_norm_parts(a[:half], torch.float32) + K.mk_norm_parts(a[half:], torch.float32)
+    )
+    nb = K.mk_norm(
+        K.mk_norm_parts(b[:half], torch.float32) + K.mk_norm_parts(b[half:], torch.float32)
+    )
+    parts = K.mk_dot_parts(a[:half], b[:half], na, nb, torch.float32)
+    parts += K.mk_dot_parts(a[half:], b[half:], na, nb, torch.float32)
+    assert K.mk_dot(parts) == K.mergekit_cosine(a, b)
 
 
 @pytest.mark.parametrize(
