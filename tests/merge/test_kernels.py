@@ -211,3 +211,45 @@ def test_mergekit_rounding_decides_like_mergekit_near_the_threshold():
     # Far from the threshold the accurate cosine decides alone (mergekit's is not computed).
     far, st_far = K.slerp(a, a, 0.3, out_dtype=torch.bfloat16, mergekit_rounding=True)
     assert st_far.fallback and st_far.cos == pytest.approx(1.0) and torch.equal(far, a)
+
+
+def _block_sums_reference(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """(‖a‖², ‖b‖², ‖a − b‖²) as the kernels define them, one whole BLOCK at a time: fp32 norms
+    of rows of ROW elements (a shorter tail as one row), squared and summed in fp64 per block,
+    blocks added in order."""
+    acc = [0.0, 0.0, 0.0]
+    fa, fb = a.reshape(-1).float(), b.reshape(-1).float()
+    for lo in range(0, fa.numel(), K.BLOCK):
+        x, y = fa[lo : lo + K.BLOCK], fb[lo : lo + K.BLOCK]
+        s = torch.stack([x, y, x - y])
+        full = s.shape[1] // K.ROW * K.ROW
+        rows = [torch.linalg.vector_norm(s[:, :full].reshape(3, -1, K.ROW), dim=2)]
+        if full < s.shape[1]:
+            rows.append(torch.linalg.vector_norm(s[:, full:], dim=1, keepdim=True))
+        for i, part in enumerate(torch.cat(rows, dim=1).double().square().sum(dim=1).tolist()):
+            acc[i] += part
+    return acc
+
+
+@pytest.mark.parametrize("sub", [1024, 3 * 1024, 1 << 17, 1 << 20])
+def test_sub_blocks_change_no_bit(monkeypatch, sub):
+    """Converting and combining in SUB-element pieces of a block gives the same output, the same
+    sums (against a one-shot per-block reference) and the same mergekit cosine for any SUB."""
+    a, b = _pair((2 * K.BLOCK + 5 * K.ROW + 77,), 0.05, seed=3, dtype=torch.bfloat16)
+    ca, cb = torch.tensor(0.7), torch.tensor(0.3)
+    want = (a.float() * ca + b.float() * cb).to(torch.bfloat16)
+    monkeypatch.setattr(K, "SUB", sub)
+    out, acc = torch.empty_like(a), [0.0, 0.0, 0.0]
+    K.combine_span(a, b, out, ca, cb, torch.float32, acc)
+    assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+    assert acc == _block_sums_reference(a, b)
+    sums = [0.0, 0.0, 0.0]
+    K.sums_span(a, b, torch.float32, sums)
+    assert sums == acc
+    x, y = a.float(), b.float()  # mergekit: normalise by the norm of chunk norms, one-shot sum
+    na = torch.linalg.vector_norm(torch.stack([x[i : i + (1 << 20)].norm() for i in (0, 1 << 20)]))
+    nb = torch.linalg.vector_norm(torch.stack([y[i : i + (1 << 20)].norm() for i in (0, 1 << 20)]))
+    parts = [
+        ((x[i : i + (1 << 20)] / na) * (y[i : i + (1 << 20)] / nb)).sum() for i in (0, 1 << 20)
+    ]
+    assert K.mergekit_cosine(a, b) == float(torch.stack(parts).sum().clamp(-1, 1))

@@ -241,3 +241,66 @@ def test_nan_in_a_late_block_is_an_error_and_writes_nothing(tmp_path, models, ru
         run_merge(load_recipe(path), tmp_path / "out", progress=False, threads=2)
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_slow_writes_never_see_a_reused_buffer(tmp_path, models, monkeypatch):
+    """Blocks are written behind the next block's compute: with every write delayed, a buffer
+    reused before its write finished would change the file. The bytes still equal the
+    whole-tensor path's."""
+    import time
+
+    real_write = PlannedWriter.write_at
+
+    def slow_write(self, name, start, data):
+        time.sleep(0.002)
+        return real_write(self, name, start, data)
+
+    monkeypatch.setattr(PlannedWriter, "write_at", slow_write)
+    _compare(tmp_path, models, monkeypatch, "mergekit-slerp-far", BLOCK)
+
+
+def test_a_failed_block_write_fails_the_merge_and_leaves_nothing(tmp_path, models, monkeypatch):
+    """An error in a write in flight (here the third block of a tensor) reaches the caller,
+    and the output folder is never created."""
+    import errno
+    import os
+
+    from spear_mm.errors import UserError
+    from spear_mm.io.runlock import disk_errors
+
+    real_write = PlannedWriter.write_at
+    calls = []
+
+    def failing_write(self, name, start, data):
+        calls.append(name)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        return real_write(self, name, start, data)
+
+    monkeypatch.setattr(streamed, "IO_BLOCK", BLOCK)
+    monkeypatch.setattr(PlannedWriter, "write_at", failing_write)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_mergekit(models, "far", "slerp", "bfloat16")))
+    with (
+        pytest.raises(UserError, match="no space left on the device"),
+        disk_errors(tmp_path / "out"),
+    ):
+        run_merge(load_recipe(path), tmp_path / "out", progress=False, threads=2)
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["recipe.yaml"]
+
+
+def test_async_writes_land_before_close(tmp_path):
+    """PlannedWriter.write_at_async: every block is in the file once close returns, and a bad
+    range raises from the future."""
+    from safetensors.torch import load_file
+
+    x = torch.arange(3 * 4096, dtype=torch.float32)
+    with PlannedWriter(tmp_path / "out", [("x", torch.float32, (3 * 4096,))]) as w:
+        futs = [w.write_at_async("x", i * 16384, x[i * 4096 : (i + 1) * 4096]) for i in range(3)]
+        with pytest.raises(RuntimeError, match="outside the plan"):
+            w.write_at_async("x", 3 * 16384, x[:4096]).result()
+        w.mark_written("x")
+    assert all(f.done() for f in futs)
+    (shard,) = (tmp_path / "out").glob("*.safetensors")
+    assert torch.equal(load_file(shard)["x"], x)
