@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Whole-tensor SLERP kernel cost per element, one thread, on one MLP-sized bf16 pair.
+"""Interpolation kernels' cost per element, one thread, on one MLP-sized bf16 pair.
 
-Times `kernels.slerp` (mergekit rounding, bf16 output into a reused buffer) at several block
-sizes, and the two-pass form it replaced (mergekit's cosine, then the combine) at the shipped
-block size. Numbers go to docs/benchmarks.md (## Merge) and the BLOCK comment in
+Times, for several sub-block sizes (`kernels.SUB`: the elements converted and combined at a time
+inside a BLOCK), the passes a streamed merge makes: the LERP path's one pass (combine and the
+cosine's sums), and the SLERP path of a mergekit recipe (mergekit's chunk norms, its dot
+products, the combine); then whole-tensor `kernels.slerp` (mergekit rounding, bf16 output into a
+reused buffer). Numbers go to docs/benchmarks.md (## Merge) and the SUB comment in
 spear_mm/merge/kernels.py.
 
     .venv/bin/python scripts/bench_kernels.py
@@ -34,11 +36,6 @@ def best_of(fn, repeats: int = 7) -> float:
     return best
 
 
-def set_block(n: int) -> None:
-    K.BLOCK = n
-    K._blocks.__defaults__ = (n,)
-
-
 def main() -> int:
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
@@ -47,22 +44,34 @@ def main() -> int:
     b = (w + 0.01 * torch.randn(SHAPE, generator=gen)).to(torch.bfloat16)
     out = torch.empty_like(a)
     n = a.numel()
-    shipped = K.BLOCK
+    shipped, shipped_sub = K.BLOCK, K.SUB
 
     def one_pass():
         K.slerp(a, b, 0.3, out_dtype=torch.bfloat16, mergekit_rounding=True, out=out)
 
-    def two_pass():
-        cos = K.mergekit_cosine(a, b)
-        coef_a, coef_b, _ = K.slerp_coefficients(cos, 0.3)
-        K._combine(a, b, coef_a, coef_b, torch.float32, torch.bfloat16, out=out)
-
-    print(f"{SHAPE} bf16 pair (cos 0.99995), one thread, ns per element (best of 7)")
-    for block in (1 << 16, 1 << 18, 1 << 19, 1 << 20, 1 << 21):
-        set_block(block)
-        print(f"one pass, block {block >> 10:5d} Ki: {best_of(one_pass) / n * 1e9:.2f}")
-    set_block(shipped)
-    print(f"two passes (before), block {shipped >> 10} Ki: {best_of(two_pass) / n * 1e9:.2f}")
+    fa, fb, fo = a.view(-1), b.view(-1), out.view(-1)
+    ca, cb = torch.tensor(0.7), torch.tensor(0.3)
+    na = K.mk_norm(K.mk_norm_parts(fa, torch.float32))
+    nb = K.mk_norm(K.mk_norm_parts(fb, torch.float32))
+    passes = {
+        "lerp pass (combine + sums)": lambda: K.combine_span(
+            fa, fb, fo, ca, cb, torch.float32, [0.0, 0.0, 0.0]
+        ),
+        "mergekit chunk norms": lambda: (
+            K.mk_norm_parts(fa, torch.float32),
+            K.mk_norm_parts(fb, torch.float32),
+        ),
+        "mergekit dot products": lambda: K.mk_dot_parts(fa, fb, na, nb, torch.float32),
+        "combine": lambda: K.combine_span(fa, fb, fo, ca, cb, torch.float32),
+    }
+    print(f"{SHAPE} bf16 pair, one thread, ns per element (best of 7), BLOCK {shipped >> 10} Ki")
+    print("| SUB | " + " | ".join(passes) + " | whole-tensor slerp |")
+    print("|---" * (len(passes) + 2) + "|")
+    for sub in (1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 19):
+        K.SUB = sub
+        cells = [f"{best_of(fn) / n * 1e9:.2f}" for fn in (*passes.values(), one_pass)]
+        print(f"| {sub >> 10} Ki | " + " | ".join(cells) + " |")
+    K.SUB = shipped_sub
     return 0
 
 
