@@ -7,6 +7,7 @@ The recipe may be native (see docs/recipes.md) or mergekit YAML (`merge_method: 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
@@ -51,6 +52,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    # A merge makes no reference cycles, and the cyclic collector walking the objects that
+    # importing torch creates costs ~0.2 s of a ~1.4 s start-up (measured), about a tenth of a
+    # 1B merge; `run_merge` keeps it off during the merge itself for the same reason.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _merge(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _merge(args) -> int:
     from spear_mm.errors import UserError
     from spear_mm.merge.executor import run_merge
     from spear_mm.merge.recipe import load_recipe
