@@ -113,7 +113,7 @@ def family_check(
             shape(rep["draws"][y][b], rep["draws"]["gain_kept"][b])
             for b in range(rep["draws"][y].shape[0])
         ]
-        out = fr.compare_families(line, fams, replicates=reps, seed=seed)
+        out = fr.compare_families(line, fams, replicates=reps, seed=seed, n=min(rep["n"].values()))
     else:
         out = fr.compare_families(line, fams, seed=seed)  # no replicates: nothing is called
         out["summary"] = (

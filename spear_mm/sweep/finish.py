@@ -75,7 +75,7 @@ def verdict(sw: Sweep) -> dict:
         )
     else:
         reps = evidence.verdict_replicates(sw, rep, y, fams)
-        out = fr.compare_families(line, fams, replicates=reps, seed=seed)
+        out = fr.compare_families(line, fams, replicates=reps, seed=seed, n=min(rep["n"].values()))
     out["axis"] = f"domain gain kept at equal {y} (uniform envelope interpolated)"
     out["noise_floor"] = floor
     out["text_role"] = "selection"

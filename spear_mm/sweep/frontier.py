@@ -84,6 +84,7 @@ def compare_families(
     *,
     replicates: Sequence[tuple[Sequence, Mapping]] = (),
     seed: int = 0,
+    n: int = 0,
 ) -> dict:
     """Verdict: does any family beat the uniform line at equal general score?
 
@@ -95,7 +96,8 @@ def compare_families(
     line) gets the paired 95% interval of its advantage: the family *beats* uniform only when
     that interval lies above 0, *loses* when it lies below, and otherwise there is no evidence
     either way. Without replicates nothing is called either way (a point estimate is no
-    evidence).
+    evidence). `n`: the fewest documents a replicate resampled in either probe (recorded with
+    each interval; below `eval.stats.MIN_ITEMS` there is no interval, so no call).
     """
     per_family: dict[str, dict] = {}
     for fam, pts in families.items():
@@ -105,7 +107,7 @@ def compare_families(
             per_family[fam] = {"compared_points": 0, "beats_uniform": False, "call": "not compared"}
             continue
         best = max(rows, key=lambda row: row[4])
-        iv = _advantage_interval(fam, best[0], best[4], replicates, seed)
+        iv = _advantage_interval(fam, best[0], best[4], replicates, seed, n)
         call = "beats" if iv.lo > 0 else "loses" if iv.hi < 0 else "no evidence either way"
         per_family[fam] = {
             "compared_points": len(rows),
@@ -129,14 +131,14 @@ def compare_families(
     }
 
 
-def _advantage_interval(fam: str, j: int, value: float, replicates, seed: int):
+def _advantage_interval(fam: str, j: int, value: float, replicates, seed: int, n: int):
     from spear_mm.eval.stats import percentile
 
     draws = []
     for line, fams in replicates:
         _, r, g = fams[fam][j]
         draws.append(gain_advantage(line, [(r, g)])[0])
-    return percentile(value, draws, seed=seed) if draws else percentile(value, [math.nan])
+    return percentile(value, draws if draws else [math.nan], seed=seed, n=n)
 
 
 def _ci(v: dict) -> str:

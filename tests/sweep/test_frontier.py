@@ -87,6 +87,13 @@ def test_compare_families_calls_a_winner_only_when_the_interval_excludes_zero():
     # No replicates at all: a point estimate alone never calls a winner.
     v = compare_families(uniform, fams)
     assert v["layer_aware_beats_uniform"] is False and "no interval" in v["summary"]
+    # Replicates over fewer than MIN_ITEMS documents: no interval, so no call, the count kept.
+    v = compare_families(uniform, fams, replicates=_jitter(uniform, fams, 0.01), n=4)
+    assert v["layer_aware_beats_uniform"] is False
+    assert v["families"]["depth"]["call"] == "no evidence either way"
+    assert v["families"]["depth"]["best_advantage_interval"]["lo"] is None
+    v = compare_families(uniform, fams, replicates=_jitter(uniform, fams, 0.01), n=5)
+    assert v["families"]["depth"]["call"] == "beats"
 
 
 def test_compare_families_names_the_losers_when_none_wins():
