@@ -106,8 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         )
 
 
+# Verbs whose process may end without the interpreter's teardown: everything they write is closed,
+# synced and renamed before `main` returns (or removed, on an error), and they register no exit
+# handlers. Tearing down torch's modules costs ~0.3 s at exit, a tenth of a 1B merge (measured).
+FAST_EXIT = frozenset({"merge"})
+
+
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in FAST_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
