@@ -339,8 +339,9 @@ def render(results: dict[str, dict[str, list[dict]]], args) -> str:
                 f"{med / floor:.2f} | {max(r['rss_mb'] for r in rs):.0f} |"
             )
     cmd = (
-        f".venv/bin/python scripts/bench_merge.py --size {args.size} --repeats {args.repeats} "
-        f"--mergekit-repeats {args.mergekit_repeats} --threads {args.threads}"
+        f".venv/bin/python scripts/bench_merge.py --size {args.size} --paths {args.paths} "
+        f"--repeats {args.repeats} --threads {args.threads} "
+        + ("--no-mergekit" if args.no_mergekit else f"--mergekit-repeats {args.mergekit_repeats}")
     )
     kv_text = f", {kv} KV heads" if kv else ""
     return (
@@ -349,8 +350,9 @@ def render(results: dict[str, dict[str, list[dict]]], args) -> str:
         f"hidden {hidden}, MLP {inter}, vocab {vocab}{kv_text}, untied, {SHARD[args.size]} "
         f"shards), mergekit SLERP recipe with per-layer gradients; `lerp`: adapted = base + 1% "
         f"noise (SLERP falls back to LERP), `slerp`: + 5% (the SLERP path). {os.cpu_count()} "
-        f"CPU cores, shared with other jobs (load average during the runs "
-        f"{min(loads):.1f}–{max(loads):.1f}), runs interleaved.\n"
+        f"CPU cores, load average during the runs {min(loads):.1f}–{max(loads):.1f} (the "
+        f"benchmark's own processes count: about 1–2 on an otherwise idle machine), runs "
+        f"interleaved.\n"
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
         f"Command: `{cmd}`\n\n" + "\n".join(lines) + "\n"
     )
