@@ -304,3 +304,24 @@ def test_async_writes_land_before_close(tmp_path):
     assert all(f.done() for f in futs)
     (shard,) = (tmp_path / "out").glob("*.safetensors")
     assert torch.equal(load_file(shard)["x"], x)
+
+
+def test_a_one_span_tensor_is_mapped_once_for_all_its_passes(tmp_path, models, monkeypatch):
+    """SLERP on the SLERP path reads a tensor three times (mergekit's norms, its dot products,
+    the combine); a tensor that fits in one span keeps that span mapped between the passes."""
+    mapped = []
+    real_map = direct.TensorFile.map
+
+    def spy_map(self, name, lo, hi):
+        mapped.append(name)
+        return real_map(self, name, lo, hi)
+
+    monkeypatch.setattr(streamed, "IO_BLOCK", BLOCK)
+    monkeypatch.setattr(direct.TensorFile, "map", spy_map)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_mergekit(models, "far", "slerp", "bfloat16")))
+    run_merge(load_recipe(path), tmp_path / "out", progress=False, threads=2)
+    report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
+    k = "model.layers.0.self_attn.k_proj.weight"  # 256 x 1536: one span
+    assert report["tensors"][k]["path"] == "slerp"
+    assert mapped.count(k) == 2  # base and adapted, once each
