@@ -2,9 +2,11 @@
 
 Memory stays bounded by the tensors in flight, not by shards: the main thread reads one tensor pair
 at a time with positioned reads into memory it owns (`CheckpointReader.read`: no memory maps, each
-shard's file opened once), at most `threads + 1` pairs (and at most MAX_INFLIGHT_BYTES of inputs)
-are in the kernel pool, and each worker writes its result straight to its pre-planned offset in
-the output shard (`io.planned.PlannedWriter`), so nothing is buffered per shard. Output offsets
+shard's file opened once), at most `threads + 1` such pairs (and at most MAX_INFLIGHT_BYTES of
+inputs) are in the kernel pool (tensors streamed block by block from disk hold nothing until a
+worker takes them: QUEUE_PER_THREAD of them may wait per worker), and each worker writes its
+result straight to its pre-planned offset in the output shard (`io.planned.PlannedWriter`), so
+nothing is buffered per shard. Output offsets
 are fixed before any kernel runs and every kernel is deterministic for any thread count, so the
 output is bit-identical for any `threads`.
 
