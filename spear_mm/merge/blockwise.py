@@ -48,7 +48,7 @@ def _combine_pass(io: Spans, coefs, acc: list[float] | None = None) -> None:
     io.begin_output()
     for lo, hi in io.spans(K.BLOCK):
         fa, fb = io.inputs(lo, hi)
-        K.combine_span(fa, fb, io.output(lo, hi), *coefs, io.dtype, acc, io.numel)
+        K.combine_span(fa, fb, io.output(lo, hi), *coefs, io.dtype, acc)
         io.commit(lo, hi)
 
 
@@ -72,14 +72,14 @@ def linear_spans(io: Spans, w_a: float, w_b: float, normalize: bool = True) -> K
         fa, fb = io.inputs(lo, hi)
         K.linear_span(fa, fb, io.output(lo, hi), w_a, w_b, normalize, io.dtype)
         io.commit(lo, hi)
-        K.sums_span(fa, fb, io.dtype, acc, io.numel)
+        K.sums_span(fa, fb, io.dtype, acc)
     return KernelStats("lerp", K._cosine_from_sums(*acc))
 
 
 def _cosine_pass(io: Spans) -> float:
     acc = [0.0, 0.0, 0.0]
     for lo, hi in io.spans(K.BLOCK):
-        K.sums_span(*io.inputs(lo, hi), io.dtype, acc, io.numel)
+        K.sums_span(*io.inputs(lo, hi), io.dtype, acc)
     return K._cosine_from_sums(*acc)
 
 
@@ -169,27 +169,29 @@ def _first_pass(io: Spans, lin, acc: list[float], norms, threshold: float) -> bo
         fa, fb = io.inputs(lo, hi)
         rest = 0  # where this span's measuring starts
         if write:
-            out = io.output(lo, hi) if i else _begin(io, lo, hi)
+            if i == 0:
+                io.begin_output()
+            out = io.output(lo, hi)
             if i == 0:
                 p = min(hi - lo, MK_CHUNK)
-                K.combine_span(fa[:p], fb[:p], out[:p], *lin, io.dtype, acc, io.numel)
+                K.combine_span(fa[:p], fb[:p], out[:p], *lin, io.dtype, acc)
                 write = abs(K._cosine_from_sums(*acc)) > threshold + K.MERGEKIT_BAND
                 rest = p
             if write:
-                K.combine_span(fa[rest:], fb[rest:], out[rest:], *lin, io.dtype, acc, io.numel)
+                K.combine_span(fa[rest:], fb[rest:], out[rest:], *lin, io.dtype, acc)
                 io.commit(lo, hi)
                 continue
         if norms is not None:
-            norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
-            norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
+            _add_mk_norms(norms, fa, fb, io.dtype)
         else:
-            K.sums_span(fa[rest:], fb[rest:], io.dtype, acc, io.numel)
+            K.sums_span(fa[rest:], fb[rest:], io.dtype, acc)
     return write
 
 
-def _begin(io: Spans, lo: int, hi: int):
-    io.begin_output()
-    return io.output(lo, hi)
+def _add_mk_norms(norms: tuple[list, list], fa, fb, dtype) -> None:
+    """Append mergekit's chunk norms of the span views fa, fb to norms[0], norms[1]."""
+    norms[0].extend(K.mk_norm_parts(fa, dtype, MK_CHUNK))
+    norms[1].extend(K.mk_norm_parts(fb, dtype, MK_CHUNK))
 
 
 def _mk_cosine(io: Spans, norms: tuple[list, list] | None) -> float:
@@ -199,9 +201,7 @@ def _mk_cosine(io: Spans, norms: tuple[list, list] | None) -> float:
     if norms is None or not norms[0]:
         norms = ([], [])
         for lo, hi in spans:
-            fa, fb = io.inputs(lo, hi)
-            norms[0].extend(K.mk_norm_parts(fa, io.dtype, MK_CHUNK))
-            norms[1].extend(K.mk_norm_parts(fb, io.dtype, MK_CHUNK))
+            _add_mk_norms(norms, *io.inputs(lo, hi), io.dtype)
     na, nb = K.mk_norm(norms[0]), K.mk_norm(norms[1])
     parts: list[torch.Tensor] = []
     for lo, hi in spans:

@@ -164,9 +164,8 @@ def tensor_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float
     return _cosine_from_sums(saa, sbb, sdd), math.sqrt(saa), math.sqrt(sbb)
 
 
-def sums_span(fa, fb, dtype, acc: list[float], width: int | None = None) -> None:
-    """Add (‖a‖², ‖b‖², ‖a − b‖²) of the flat views fa, fb to `acc` (`_pass`). `width` (the
-    whole tensor's element count) is accepted for symmetry with `combine_span` and unused."""
+def sums_span(fa, fb, dtype, acc: list[float]) -> None:
+    """Add (‖a‖², ‖b‖², ‖a − b‖²) of the flat views fa, fb to `acc` (`_pass`)."""
     _pass(fa, fb, dtype, acc)
 
 
@@ -255,9 +254,9 @@ def _combine(a, b, coef_a, coef_b, dtype, out_dtype, sums: bool = False, out=Non
     return (out, _cosine_from_sums(*acc)) if sums else out
 
 
-def combine_span(fa, fb, fo, coef_a, coef_b, dtype, acc=None, width: int | None = None) -> None:
+def combine_span(fa, fb, fo, coef_a, coef_b, dtype, acc=None) -> None:
     """fo = coef_a·fa + coef_b·fb over flat views; with `acc` (three fp64 sums) also adds each
-    block's (‖a‖², ‖b‖², ‖a − b‖²) in order (`_pass`). `width` is unused (see `sums_span`)."""
+    block's (‖a‖², ‖b‖², ‖a − b‖²) in order (`_pass`)."""
 
     def each(lo, hi, x, y):  # scaled in the scratch copies, never the caller's tensors
         fo[lo:hi].copy_(x.mul_(coef_a).add_(y.mul_(coef_b)))

@@ -54,6 +54,11 @@ class _Slots:
             raw = self.raw[i] = page_aligned_empty(max(nbytes, IO_BLOCK * 2) + PAGE)
         return i, raw[skew : skew + nbytes]
 
+    def sent(self, i: int, fut: Future) -> None:
+        """Buffer i's bytes are being written by `fut`."""
+        self.busy[i] = fut
+        self.pending.append(fut)
+
 
 def _slots() -> _Slots:
     slots = getattr(_LOCAL, "slots", None)
@@ -139,10 +144,7 @@ class SpanWriter:
         if self.check and not all_finite(self._buf):
             self.finite = False
         start = (self.first + lo) * self.out.itemsize
-        fut = self.writer.write_at_async(self.name, start, self._buf)
-        slots = _slots()
-        slots.busy[self._slot] = fut
-        slots.pending.append(fut)
+        _slots().sent(self._slot, self.writer.write_at_async(self.name, start, self._buf))
 
 
 def _spans(numel: int, unit: int) -> list[tuple[int, int]]:
