@@ -31,6 +31,7 @@ CORPORA = (
     "general_train",
     "general_heldout",
     "finance_large_train",
+    "finance_large_heldout",
 )
 # What training may read (finance_large_train: finance_train plus three accounting manuals,
 # the study's CPT corpus) and what it must not (the held-out splits the probes read).
