@@ -127,15 +127,22 @@ def test_records_are_valid_and_loader_agrees():
             all_ids |= ids
 
 
-def test_finance_large_train_is_finance_train_plus_train_only_manuals():
-    small = {r["id"]: r for r in _raw_records("finance_train")}
-    large = {r["id"]: r for r in _raw_records("finance_large_train")}
-    assert {k: large[k] for k in small} == small  # every finance_train record, unchanged
+def _added_manuals(small_name: str, large_name: str) -> tuple[list[dict], list[dict]]:
+    """(records of `small_name`, records `large_name` adds): every small record is kept
+    unchanged, and the added ones come from the manuals only."""
+    small = {r["id"]: r for r in _raw_records(small_name)}
+    large = {r["id"]: r for r in _raw_records(large_name)}
+    assert {k: large[k] for k in small} == small
     added = [r for k, r in large.items() if k not in small]
     assert {r["source"] for r in added} == EXTRA
+    return list(small.values()), added
+
+
+def test_finance_large_train_is_finance_train_plus_train_only_manuals():
+    small, added = _added_manuals("finance_train", "finance_large_train")
     chars = {src: sum(len(r["text"]) for r in added if r["source"] == src) for src in EXTRA}
     assert all(c > 100_000 for c in chars.values()), chars
-    assert sum(chars.values()) > 1.3 * sum(len(r["text"]) for r in small.values())  # ~2.4x text
+    assert sum(chars.values()) > 1.3 * sum(len(r["text"]) for r in small)  # ~2.4x the text
 
     # No 40-character shingle of an added document in any held-out text (plain string slicing,
     # independent of the numpy hashing the build script borrows from spear_mm.io.roles).
@@ -151,11 +158,7 @@ def test_finance_large_train_is_finance_train_plus_train_only_manuals():
 
 
 def test_finance_large_heldout_is_finance_heldout_plus_whole_manual_chapters():
-    small = {r["id"]: r for r in _raw_records("finance_heldout")}
-    large = {r["id"]: r for r in _raw_records("finance_large_heldout")}
-    assert {k: large[k] for k in small} == small  # every finance_heldout record, unchanged
-    added = [r for k, r in large.items() if k not in small]
-    assert {r["source"] for r in added} == EXTRA
+    _, added = _added_manuals("finance_heldout", "finance_large_heldout")
     train = [r for r in _raw_records("finance_large_train") if r["source"] in EXTRA]
     # Whole chapters: no chapter of a manual is on both sides.
     assert not {_unit(r["id"]) for r in added} & {_unit(r["id"]) for r in train}
