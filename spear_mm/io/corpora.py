@@ -33,8 +33,9 @@ CORPORA = (
     "finance_large_train",
     "finance_large_heldout",
 )
-# What training may read (finance_large_train: finance_train plus three accounting manuals,
-# the study's CPT corpus) and what it must not (the held-out splits the probes read).
+# What training may read (finance_large_train: finance_train plus four fifths of three
+# accounting manuals, the study's CPT corpus) and what it must not (the held-out splits the
+# probes read; finance_large_heldout adds the manuals' other chapters to finance_heldout).
 TRAIN_CORPORA = tuple(name for name in CORPORA if name.endswith("_train"))
 HELDOUT_CORPORA = tuple(name for name in CORPORA if name.endswith("_heldout"))
 
