@@ -12,9 +12,9 @@ disk and writes the result in place; tests use an in-memory one):
 - `begin_output()`: a pass that writes the (whole) result starts (the last one counts).
 
 Whole-tensor SLERP needs the cosine before its coefficients, so it reads the spans more than once
-(`slerp_spans`): the first pass takes the sums and, when its first span already says the tensors
-are too parallel for SLERP (the common case for CPT pairs), writes the LERP result as it goes;
-otherwise the first pass only measures and a second writes. A misprediction costs one more pass,
+(`slerp_spans`): the first pass takes the sums and, when the cosine of its first elements says
+the tensors are too parallel for SLERP (the common case for CPT pairs), writes the LERP result as
+it goes; otherwise the first pass only measures and a second writes. A misprediction costs one more pass,
 never a different bit.
 """
 
@@ -30,6 +30,10 @@ from spear_mm.merge.kernels import KernelStats
 
 METHODS = ("lerp", "slerp", "slerp_rowwise", "linear")
 MK_CHUNK = 1 << 20  # mergekit_cosine's chunk (its default)
+# Elements whose cosine predicts a whole-tensor SLERP's path (`_first_pass`): a quarter of a
+# mergekit chunk, so a prediction costs ~1/16 of an attention matrix's sums, and a multiple of
+# kernels.ROW.
+PREDICT = 1 << 18
 
 
 class Spans(Protocol):
@@ -156,36 +160,31 @@ def _mk_slerp(io: Spans, t: float, lin, norms, threshold: float) -> KernelStats:
 def _first_pass(io: Spans, lin, acc: list[float], norms, threshold: float) -> bool:
     """Sums of every span into `acc`; returns whether the LERP result was written on the way.
 
-    The combine of the first MK_CHUNK elements is done speculatively into the output buffer;
-    their partial cosine decides: beyond the threshold by more than MERGEKIT_BAND, LERP is the
-    likely answer and the whole pass writes it; otherwise the pass only measures: the accurate
-    sums, or, for a mergekit-format recipe (`norms` given), only mergekit's chunk norms
-    (`_mk_slerp`). The prediction is a chunk, not the first span (up to IO_BLOCK elements, most of
-    a small matrix), so a SLERP-path tensor wastes little; splitting a span on a multiple of
-    BLOCK keeps the sums' order and bits."""
+    The cosine of the first PREDICT elements decides what the pass does: beyond the threshold by
+    more than MERGEKIT_BAND, LERP is the likely answer and the whole pass writes it; otherwise
+    the pass only measures: the accurate sums, or, for a mergekit-format recipe (`norms` given),
+    only mergekit's chunk norms (`_mk_slerp`). The prediction's sums are thrown away, so the
+    pass's sums run over whole spans in their order and keep their bits; a misprediction costs
+    one more pass, never a different bit. (The prediction used to combine the first mergekit chunk
+    speculatively into the output: 1 Mi elements combined in vain on every SLERP-path tensor.)"""
     spans = io.spans(math.lcm(K.BLOCK, MK_CHUNK) if norms is not None else K.BLOCK)
-    write = True
-    for i, (lo, hi) in enumerate(spans):
+    write = None
+    for lo, hi in spans:
         fa, fb = io.inputs(lo, hi)
-        rest = 0  # where this span's measuring starts
-        if write:
-            if i == 0:
-                io.begin_output()
-            out = io.output(lo, hi)
-            if i == 0:
-                p = min(hi - lo, MK_CHUNK)
-                K.combine_span(fa[:p], fb[:p], out[:p], *lin, io.dtype, acc)
-                write = abs(K._cosine_from_sums(*acc)) > threshold + K.MERGEKIT_BAND
-                rest = p
+        if write is None:
+            sample = [0.0, 0.0, 0.0]
+            K.sums_span(fa[:PREDICT], fb[:PREDICT], io.dtype, sample)
+            write = abs(K._cosine_from_sums(*sample)) > threshold + K.MERGEKIT_BAND
             if write:
-                K.combine_span(fa[rest:], fb[rest:], out[rest:], *lin, io.dtype, acc)
-                io.commit(lo, hi)
-                continue
-        if norms is not None:
+                io.begin_output()
+        if write:
+            K.combine_span(fa, fb, io.output(lo, hi), *lin, io.dtype, acc)
+            io.commit(lo, hi)
+        elif norms is not None:
             _add_mk_norms(norms, fa, fb, io.dtype)
         else:
-            K.sums_span(fa[rest:], fb[rest:], io.dtype, acc)
-    return write
+            K.sums_span(fa, fb, io.dtype, acc)
+    return write is not False  # an empty tensor: nothing to write, nothing to measure
 
 
 def _add_mk_norms(norms: tuple[list, list], fa, fb, dtype) -> None:
