@@ -130,7 +130,8 @@ def to_markdown(summary: dict) -> str:
     lines += ["## Verdicts per seed", ""]
     for r in seeds:
         lines.append(
-            f"- seed {r['seed']}: gate {_gate(r.get('gate'))}; selected {r['selected']} (vs uniform: "
+            f"- seed {r['seed']}: gate {_gate(r.get('gate'))}; "
+            f"{r['selected'] or 'no selected recipe'} (vs uniform: "
             f"{r['selected_vs_uniform'] or 'n/a'}); sweep (selection-role text): "
             f"{r['sweep_verdict']}; families vs uniform (test-role text): "
             f"{r.get('test_verdict') or 'n/a'}"

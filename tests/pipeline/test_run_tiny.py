@@ -136,7 +136,9 @@ def test_tiny_study_over_two_seeds_writes_a_cross_seed_summary(tmp_path):
     values = [r["numbers"]["plain CPT (adapted): general_bpb"]["value"] for r in summary["seeds"]]
     assert values[0] != values[1]  # two CPT seeds, two adapted models
     assert cpt["mean"] == pytest.approx(sum(values) / 2) and cpt["n"] == 2
-    assert "seed 1" in (out / "seeds_summary.md").read_text()
+    md = (out / "seeds_summary.md").read_text()
+    assert "seed 1" in md
+    assert "; selected (" in md and "selected selected" not in md  # the row's own label
 
 
 def test_bad_override_is_one_line_exit_2(tmp_path):
