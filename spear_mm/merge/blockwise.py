@@ -14,8 +14,8 @@ disk and writes the result in place; tests use an in-memory one):
 Whole-tensor SLERP needs the cosine before its coefficients, so it reads the spans more than once
 (`slerp_spans`): the first pass takes the sums and, when the cosine of its first elements says
 the tensors are too parallel for SLERP (the common case for CPT pairs), writes the LERP result as
-it goes; otherwise the first pass only measures and a second writes. A misprediction costs one more pass,
-never a different bit.
+it goes; otherwise the first pass only measures and a second writes. A misprediction costs one
+more pass, never a different bit.
 """
 
 from __future__ import annotations
@@ -172,9 +172,7 @@ def _first_pass(io: Spans, lin, acc: list[float], norms, threshold: float) -> bo
     for lo, hi in spans:
         fa, fb = io.inputs(lo, hi)
         if write is None:
-            sample = [0.0, 0.0, 0.0]
-            K.sums_span(fa[:PREDICT], fb[:PREDICT], io.dtype, sample)
-            write = abs(K._cosine_from_sums(*sample)) > threshold + K.MERGEKIT_BAND
+            write = _predicts_lerp(fa, fb, io.dtype, threshold)
             if write:
                 io.begin_output()
         if write:
@@ -185,6 +183,14 @@ def _first_pass(io: Spans, lin, acc: list[float], norms, threshold: float) -> bo
         else:
             K.sums_span(fa, fb, io.dtype, acc)
     return write is not False  # an empty tensor: nothing to write, nothing to measure
+
+
+def _predicts_lerp(fa, fb, dtype, threshold: float) -> bool:
+    """Whether the cosine of the first PREDICT elements lies beyond the threshold by more than
+    MERGEKIT_BAND (its sums are a sample, thrown away after)."""
+    sample = [0.0, 0.0, 0.0]
+    K.sums_span(fa[:PREDICT], fb[:PREDICT], dtype, sample)
+    return abs(K._cosine_from_sums(*sample)) > threshold + K.MERGEKIT_BAND
 
 
 def _add_mk_norms(norms: tuple[list, list], fa, fb, dtype) -> None:
