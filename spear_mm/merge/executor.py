@@ -39,7 +39,7 @@ from spear_mm.merge.apply import DtypePolicy, merge_tensor, new_rows
 from spear_mm.merge.plan import TensorPlan
 from spear_mm.merge.recipe import Recipe, check_match_patterns
 from spear_mm.merge.report import build_report
-from spear_mm.merge.streamed import merge_streamed
+from spear_mm.merge.streamed import merge_streamed, wait_written
 
 REPORT_FILE = "merge_report.json"
 # Input bytes the kernel pool may hold at once (beyond one pair): bounds RSS on wide vocabularies.
@@ -294,7 +294,11 @@ def _stream(
     def drain_one() -> None:
         nonlocal held, queued
         name, nbytes, fut = pending.popleft()
-        entries[name] = fut.result()
+        if nbytes < 0:  # streamed: its last block writes may still be in flight
+            entries[name], writes = fut.result()
+            wait_written(writer, name, writes)
+        else:
+            entries[name] = fut.result()
         held -= max(nbytes, 0)
         queued -= nbytes < 0
         bar.update(job.adapted.nbytes(name))

@@ -28,9 +28,12 @@ from spear_mm.merge.apply import DtypePolicy, all_finite, new_rows
 from spear_mm.merge.blockwise import run_spans
 from spear_mm.merge.plan import TensorPlan
 
-# Elements per block and operand: 8 MiB of bf16. A multiple of kernels.BLOCK and of mergekit's
-# cosine chunk (1 Mi), which block boundaries must respect to give the whole tensor's bits.
-IO_BLOCK = 1 << 22
+# Elements per block and operand: 32 MiB of bf16. A multiple of kernels.BLOCK and of mergekit's
+# cosine chunk (1 Mi), which block boundaries must respect to give the whole tensor's bits. A
+# tensor of one block is mapped once for all the passes of whole-tensor SLERP; at 4 Mi (every MLP
+# matrix of a 1B model in three blocks, mapped again on each pass) the 1B SLERP merge took 0.3 s
+# more CPU time in page faults and unmapping and ~10% more wall time (docs/benchmarks.md).
+IO_BLOCK = 1 << 24
 _LOCAL = threading.local()
 
 
@@ -42,12 +45,12 @@ class _Slots:
         self.raw: list[torch.Tensor | None] = [None, None]
         self.busy: list[Future | None] = [None, None]
         self.next = 0
-        self.pending: list[Future] = []  # submitted since the last `flush_writes`
+        self.pending: list[Future] = []  # the current tensor's block writes
 
     def take(self, nbytes: int, skew: int) -> tuple[int, torch.Tensor]:
         i, self.next = self.next, 1 - self.next
         if self.busy[i] is not None:
-            wait([self.busy[i]])  # its error, if any, is raised by flush_writes
+            wait([self.busy[i]])  # its error, if any, is raised by `wait_written`
             self.busy[i] = None
         raw = self.raw[i]
         if raw is None or raw.numel() < nbytes + PAGE:
@@ -67,12 +70,12 @@ def _slots() -> _Slots:
     return slots
 
 
-def flush_writes() -> None:
-    """Wait for this thread's block writes in flight; raise the first one's error."""
-    slots = _slots()
-    pending, slots.pending = slots.pending, []
-    for fut in pending:
+def wait_written(writer: PlannedWriter, name: str, writes: list[Future]) -> None:
+    """Wait for tensor `name`'s block writes (`merge_streamed` returns them), raise the first
+    one's error, then mark the tensor written."""
+    for fut in writes:
         fut.result()
+    writer.mark_written(name)
 
 
 class SpanReader:
@@ -122,6 +125,7 @@ class SpanWriter:
     ):
         self.writer, self.name, self.out, self.kernel = writer, name, out, kernel
         self.first, self.check = first, check
+        self.verify = check  # this pass's blocks are checked (`TensorBlocks.begin_output`)
         self.finite = True
         self._buf: torch.Tensor | None = None
         self._slot = 0
@@ -141,7 +145,7 @@ class SpanWriter:
         if self._scratch is not None:
             self._buf.copy_(self._scratch)  # == merged.to(out)
             self._scratch = None
-        if self.check and not all_finite(self._buf):
+        if self.verify and not all_finite(self._buf):
             self.finite = False
         start = (self.first + lo) * self.out.itemsize
         _slots().sent(self._slot, self.writer.write_at_async(self.name, start, self._buf))
@@ -180,8 +184,13 @@ class TensorBlocks:
     def commit(self, lo: int, hi: int) -> None:
         self.sink.commit(lo, hi)
 
-    def begin_output(self) -> None:
+    @property
+    def out_max(self) -> float:
+        return torch.finfo(self.sink.out).max
+
+    def begin_output(self, check: bool = True) -> None:
         self.sink.finite = True
+        self.sink.verify = self.sink.check and check
 
     def close(self) -> None:
         self.a.close()
@@ -209,18 +218,23 @@ def merge_streamed(
     plan: TensorPlan,
     policy: DtypePolicy,
     writer: PlannedWriter,
-) -> dict:
+) -> tuple[dict, list[Future]]:
     """Merge tensor `name` (the base's is `base[1]` in file `base[0]`) into `writer` block by
-    block and return its report entry: `apply.merge_tensor`'s result and entry, streamed. The
-    tensor is marked written once its last block is on disk."""
+    block; return its report entry (`apply.merge_tensor`'s, streamed) and its block writes still
+    in flight, for the caller to wait on with `wait_written`.
+
+    The worker does not wait for its last blocks to land before taking the next tensor: on a 1B
+    SLERP merge here that wait idled the two workers 0.56 s in all (a direct write returns when
+    the device has the bytes), a fifth of the merge. The output buffers stay safe: a buffer is
+    reused only once its own write is done (`_Slots.take`)."""
+    slots = _slots()
     try:
         entry = _merge_blocks(name, kind, base, adapted, plan, policy, writer)
     except BaseException:
-        _slots().pending.clear()  # the merge fails: the writer's abort waits for these writes
+        slots.pending.clear()  # the merge fails: the writer's abort waits for these writes
         raise
-    flush_writes()
-    writer.mark_written(name)
-    return entry
+    writes, slots.pending = slots.pending, []
+    return entry, writes
 
 
 def _merge_blocks(name, kind, base, adapted, plan, policy, writer) -> dict:

@@ -133,7 +133,7 @@ def test_streamed_files_equal_whole_tensor_files(tmp_path, models, monkeypatch, 
 
 @pytest.mark.parametrize("case", ["mergekit-slerp-far", "native-slerp-near"])
 def test_streamed_files_equal_with_the_default_block(tmp_path, models, monkeypatch, case):
-    _compare(tmp_path, models, monkeypatch, case, streamed.IO_BLOCK)  # up_proj: 2 blocks
+    _compare(tmp_path, models, monkeypatch, case, streamed.IO_BLOCK)  # every tensor: one block
 
 
 def _compare(tmp_path, models, monkeypatch, case: str, block: int) -> None:
@@ -241,6 +241,96 @@ def test_nan_in_a_late_block_is_an_error_and_writes_nothing(tmp_path, models, ru
         run_merge(load_recipe(path), tmp_path / "out", progress=False, threads=2)
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def _edited_copy(src, dst, name: str, edit) -> None:
+    """Copy the model folder src to dst with tensor `name` replaced by edit(tensor), in place."""
+    import shutil
+
+    from spear_mm.io.direct import read_entries
+
+    shutil.copytree(src, dst)
+    shard = next(p for p in dst.glob("*.safetensors") if name in read_entries(p))
+    entry = read_entries(shard)[name]
+    with open(shard, "r+b") as fh:
+        fh.seek(entry.begin)
+        raw = torch.frombuffer(bytearray(fh.read(entry.nbytes)), dtype=torch.uint8)
+        fh.seek(entry.begin)
+        fh.write(edit(raw.view(entry.dtype)).to(entry.dtype).view(torch.uint8).numpy())
+
+
+def _with_nan(x: torch.Tensor) -> torch.Tensor:
+    x[-1] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize(
+    "case", ["native-lerp-far", "native-slerp-far", "mergekit-slerp-near", "mergekit-slerp-far"]
+)
+def test_an_output_that_overflows_its_dtype_is_an_error(tmp_path, models, case):
+    """Finite inputs whose merge overflows float16: caught on every kernel path, although the
+    passes the norms prove finite skip the block check (`merge.blockwise`, `_bounded`): here
+    the norms prove nothing, so a pass written unchecked is written again, checked."""
+    from spear_mm.errors import UserError
+
+    q = "model.layers.0.self_attn.q_proj.weight"
+    adapted = "far" if case.endswith("far") else "near"
+    _edited_copy(models / "base", tmp_path / "base", q, lambda x: x * 1e7)
+    _edited_copy(models / adapted, tmp_path / adapted, q, lambda x: x * 1e7)
+    recipe = CASES[case](tmp_path)
+    recipe["dtype"] = "float16"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(UserError, match=f"tensor {q}: the merged values contain NaN or Inf"):
+        run_merge(load_recipe(path), tmp_path / "out", progress=False, threads=2)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "case", ["native-slerp-far", "native-slerp-near", "mergekit-slerp-near", "mergekit-slerp-far"]
+)
+def test_a_nan_input_on_any_slerp_path_is_an_error(tmp_path, models, case):
+    """One NaN in the base's attention matrix: every SLERP path (predicted LERP or not, native
+    or mergekit rounding) reports it, though its passes skip the block check when proven."""
+    from spear_mm.errors import UserError
+
+    q = "model.layers.0.self_attn.q_proj.weight"
+    _edited_copy(models / "base", tmp_path / "base", q, _with_nan)
+    adapted = "far" if case.endswith("far") else "near"
+    recipe = CASES[case](models)
+    if case.startswith("mergekit"):
+        recipe["base_model"] = str(tmp_path / "base")
+        recipe["slices"][0]["sources"][0]["model"] = str(tmp_path / "base")
+    else:
+        recipe["base"] = str(tmp_path / "base")
+    assert adapted in str(recipe)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(UserError, match=f"tensor {q}: the merged values contain NaN or Inf"):
+        run_merge(load_recipe(path), tmp_path / "out", progress=False, threads=2)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["mergekit-slerp-far", "mergekit-slerp-near", "native-lerp-far"])
+def test_blocks_the_norms_prove_finite_skip_the_check(tmp_path, models, monkeypatch, case):
+    """Every block of a kernel-path tensor is written unchecked (its norms bound it), every
+    copied block is checked; the files are the whole-tensor path's, which checks everything."""
+    seen: dict[str, set[bool]] = {}
+    real_commit = streamed.SpanWriter.commit
+
+    def spy_commit(self, lo, hi):
+        seen.setdefault(self.name, set()).add(self.verify)
+        return real_commit(self, lo, hi)
+
+    monkeypatch.setattr(streamed.SpanWriter, "commit", spy_commit)
+    _compare(tmp_path, models, monkeypatch, case, BLOCK)
+    report = json.loads((tmp_path / "streamed" / REPORT_FILE).read_text())
+    for name, entry in report["tensors"].items():
+        if entry["path"] == "copy":  # integer tensors are copied as bytes, never checked
+            assert seen[name] == {"float" in entry["dtype"]}, name
+        elif not entry.get("new_rows"):
+            assert seen[name] == {False}, name
+    assert any(e["path"] != "copy" for e in report["tensors"].values())
 
 
 def test_slow_writes_never_see_a_reused_buffer(tmp_path, models, monkeypatch):
