@@ -38,10 +38,13 @@ EPS = 1e-8
 # 64K 1.84, 256K 1.18, 512K 1.07, 1M 1.05, 2M 1.27.
 BLOCK = 1 << 19
 ROW = 1024
-# Elements converted and combined at a time inside a block: three fp32 rows of it (1.5 MiB) stay
-# in a core's 2 MiB L2 cache, where elementwise ops run ~2x faster than on a BLOCK's 6 MiB
-# (scripts/bench_kernels.py). Elementwise results and per-row norms do not depend on it.
-SUB = 1 << 17
+# Elements converted and combined at a time inside a block: elementwise ops on pieces that stay
+# in a core's 2 MiB L2 cache run ~2x faster than on a BLOCK's 6 MiB (scripts/bench_kernels.py).
+# One thread does best near 128 Ki; in a two-worker merge 256 Ki does (half the torch calls, so
+# half the GIL hand-overs between the workers: 1B SLERP merge 3.07-3.18 s against 3.17-3.31 s,
+# 8 interleaved rounds, docs/benchmarks.md). Elementwise results and per-row norms do not
+# depend on it.
+SUB = 1 << 18
 
 
 @dataclass(frozen=True)
