@@ -25,8 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="tensors merged in parallel (output is identical for any value; default 1)",
+        default=None,
+        help="tensors merged in parallel (output is identical for any value; default: one per "
+        "available CPU, at most 4)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument(

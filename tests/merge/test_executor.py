@@ -183,6 +183,31 @@ def test_bit_identical_across_runs_and_threads(tmp_path, untied_bf16_pair):
             assert (tmp_path / out / name).read_bytes() == (tmp_path / "t1" / name).read_bytes()
 
 
+def test_default_workers_follow_the_cpus_this_process_may_use(tmp_path, pair, monkeypatch):
+    """No `threads`: one worker per CPU of the process's affinity mask, at most
+    MAX_AUTO_THREADS; the merge runs with that many."""
+    import os
+
+    from spear_mm.merge import executor
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert executor.default_threads() == executor.MAX_AUTO_THREADS
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
+    assert executor.default_threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    used = []
+    real_stream = executor._stream
+
+    def spy_stream(job, writer, policy, threads, *rest):
+        used.append(threads)
+        return real_stream(job, writer, policy, threads, *rest)
+
+    monkeypatch.setattr(executor, "_stream", spy_stream)
+    base, adapted = pair
+    merge(tmp_path, {"base": str(base), "adapted": str(adapted), "default": 0.5})
+    assert used == [3]
+
+
 def test_bad_recipe_writes_nothing(tmp_path, pair):
     base, adapted = pair
     with pytest.raises(UserError, match=r"rules\[0\].layers"):
