@@ -179,15 +179,13 @@ def _mk_slerp(io: Spans, t: float, lin, norms, threshold: float) -> KernelStats:
     its combine pass takes it on the way."""
     cos = _mk_cosine(io, norms)
     coef_a, coef_b, linear = K.slerp_coefficients(cos, t, io.dtype, threshold=threshold)
-    # the norms of the chunk norms (not `mk_norm`, whose ≤ EPS → 1 would turn a NaN into 1)
-    norm_a, norm_b = (float(torch.linalg.vector_norm(torch.stack(n))) for n in norms)
+    # not `mk_norm`, whose ≤ EPS → 1 would turn a NaN norm into 1
+    norm_a, norm_b = (float(K.norm_of_parts(n)) for n in norms)
     coefs = lin if linear else (coef_a, coef_b)
-    check = not _bounded(io, coefs, norm_a, norm_b)
+    acc = [0.0, 0.0, 0.0] if linear else None
+    _combine_pass(io, coefs, acc, check=not _bounded(io, coefs, norm_a, norm_b))
     if not linear:
-        _combine_pass(io, coefs, check=check)
         return KernelStats("slerp", cos)
-    acc = [0.0, 0.0, 0.0]
-    _combine_pass(io, lin, acc, check=check)
     exact = K._cosine_from_sums(*acc)
     return KernelStats(
         "lerp", cos if abs(abs(exact) - threshold) <= K.MERGEKIT_BAND else exact, fallback=True

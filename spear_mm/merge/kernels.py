@@ -209,9 +209,14 @@ def mk_norm_parts(v: torch.Tensor, dtype, chunk: int = 1 << 20) -> list[torch.Te
     ]
 
 
+def norm_of_parts(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The tensor norm from its chunk norms, as mergekit takes it (NaN and Inf stay)."""
+    return torch.linalg.vector_norm(torch.stack(parts), dim=0)
+
+
 def mk_norm(parts: list[torch.Tensor]) -> torch.Tensor:
-    """The tensor norm from its chunk norms (≤ EPS counts as 1, as in mergekit)."""
-    n = torch.linalg.vector_norm(torch.stack(parts), dim=0)
+    """`norm_of_parts`, with ≤ EPS counting as 1 (mergekit's divisor)."""
+    n = norm_of_parts(parts)
     return torch.where(n > EPS, n, 1)
 
 
