@@ -51,8 +51,9 @@ MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
 QUEUE_PER_THREAD = 8
 RECIPE_COPY = "merge_recipe.yaml"
 # Workers when none are asked for: one per CPU this process may use, at most this many. Each
-# streaming worker holds ~130 MiB of blocks (docs/merge.md), so 4 keep an 8B merge near 0.8 GB;
-# the merge is CPU-bound (2-core VM, 1B SLERP pair: 2 workers 3.4-3.6 s, 1 worker 4.9-7.0 s).
+# streaming worker adds ~110 MB of blocks (1B SLERP pair: peak RSS 388 MB with 1 worker, 487-507
+# with 2), so 4 stay near 0.7 GB; the merge is CPU-bound (same pair on the 2-core VM: 2 workers
+# 3.4-3.6 s, 1 worker 4.9-7.0 s; docs/benchmarks.md).
 MAX_AUTO_THREADS = 4
 
 
